@@ -1,0 +1,7 @@
+"""lm-latent: evaluate language models that reason partly in latent tokens.
+
+Kept import-free on purpose: the start-up hook imports this package in every Python
+process, so nothing heavy (torch, lm_eval) may load here.
+"""
+
+__version__ = "0.1.0"

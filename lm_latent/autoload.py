@@ -1,0 +1,126 @@
+"""Start-up hook that lets the stock ``lm_eval`` 0.4.13 command find the plugin.
+
+Installed by ``lm_latent_autoload.pth`` (and ``.start`` for Python >= 3.15, PEP 829).
+Standard library only and lazy: it adds a ``sys.meta_path`` finder that waits for
+``lm_eval.api.registry`` and ``lm_eval.tasks.manager`` to be imported and then
+
+* registers the ``latent`` model as a lazy ``"module:Class"`` target (after the
+  built-ins, so ``--model hf`` keeps working), and
+* puts the plugin's task folder first in ``TaskManager``'s ``include_path`` (a user's
+  own ``--include_path`` comes later and so still wins).
+
+Set ``LM_LATENT_NO_AUTOLOAD=1`` to switch it off. A newer lm-eval with entry-point
+discovery makes the hook step aside.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+DISABLE_ENV = "LM_LATENT_NO_AUTOLOAD"
+MODEL_NAME = "latent"
+MODEL_TARGET = "lm_latent.model:LatentLM"
+_WATCHED = ("lm_eval.api.registry", "lm_eval.tasks.manager")
+
+
+def task_dir() -> str:
+    """The plugin's task folder (``lm_latent/tasks``), found without importing it."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+
+
+def _after_registry(module) -> None:
+    if hasattr(module, "load_plugins"):  # lm-eval with entry-point discovery
+        return
+    import lm_eval.models  # noqa: F401  (built-ins first, else registering empties them)
+
+    registry = module.model_registry
+    if MODEL_NAME not in registry:
+        registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def _after_task_manager(module) -> None:
+    manager = getattr(module, "TaskManager", None)
+    if manager is None or hasattr(manager, "discover_plugin_task_paths"):
+        return
+    if getattr(manager.__init__, "_lm_latent", False):
+        return
+    original = manager.__init__
+
+    def __init__(self, *args, **kwargs):
+        # include_path is the second positional parameter (after verbosity).
+        if len(args) >= 2:
+            args = list(args)
+            args[1] = _with_plugin_tasks(args[1])
+        else:
+            kwargs["include_path"] = _with_plugin_tasks(kwargs.get("include_path"))
+        original(self, *args, **kwargs)
+
+    __init__._lm_latent = True
+    __init__.__wrapped__ = original
+    __init__.__doc__ = original.__doc__
+    manager.__init__ = __init__
+
+
+def _with_plugin_tasks(include_path):
+    paths = [] if include_path is None else (
+        list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+    )
+    ours = task_dir()
+    if not any(os.path.abspath(str(p)) == ours for p in paths):
+        paths.insert(0, ours)
+    return paths
+
+
+_HOOKS = {"lm_eval.api.registry": _after_registry, "lm_eval.tasks.manager": _after_task_manager}
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, loader, hook):
+        self._loader, self._hook = loader, hook
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        try:
+            self._hook(module)
+        except Exception as exc:  # never break lm_eval because of the plugin
+            print(f"lm-latent: start-up hook failed for {module.__name__}: {exc!r} "
+                  f"(set {DISABLE_ENV}=1 to silence)", file=sys.stderr)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    _lm_latent = True
+
+    def find_spec(self, fullname, path=None, target=None):
+        hook = _HOOKS.get(fullname)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if getattr(finder, "_lm_latent", False) or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, hook)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Idempotent: .pth files may be processed twice per start."""
+    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    if any(getattr(f, "_lm_latent", False) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _Finder())
+    for name, hook in _HOOKS.items():  # lm_eval already imported (e.g. install() called late)
+        if name in sys.modules:
+            try:
+                hook(sys.modules[name])
+            except Exception:
+                pass

@@ -1,0 +1,55 @@
+"""``lm-latent``: one entry point, one module per sub-command (each has ``main(argv)``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "init-adapter": ("lm_latent.init_adapter", "write an untrained adapter directory (smoke tests)"),
+    "train": ("lm_latent.training.train", "train the compressor and the LoRA adapter for a rate"),
+    "export": ("lm_latent.export", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
+    "eval": ("lm_latent.cli", "run lm_eval with the plugin imported (same flags as lm_eval)"),
+}
+
+
+def lm_eval_main(argv: list[str] | None = None) -> int:
+    """Fallback for environments where the start-up hook is off: import the plugin, then lm_eval."""
+    from lm_eval.api.registry import model_registry
+
+    import lm_eval.models  # noqa: F401  (built-ins first)
+    from lm_latent import autoload
+
+    autoload.install()
+    if "latent" not in model_registry:
+        model_registry.register("latent", target=autoload.MODEL_TARGET)
+    import lm_eval.tasks.manager as manager
+
+    autoload._after_task_manager(manager)
+    from lm_eval.__main__ import cli_evaluate
+
+    if argv is not None:
+        sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: lm-latent COMMAND [ARGS]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:<14} {help_}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"lm-latent: unknown command {name!r}; try one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if name == "eval":
+        return lm_eval_main(rest)
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

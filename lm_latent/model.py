@@ -1,0 +1,138 @@
+"""``--model latent``: lm-eval's HF wrapper plus the adapter trained for one compression rate.
+
+Loads the base model, the extended tokenizer and the LoRA adapter for ``rate``, resizes the
+embeddings, merges the adapter (no LoRA cost while generating) and generates greedily in
+batches. Every generation carries its exact ``gen_tokens`` and ``latent_tokens`` counts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import (
+    Collator,
+    handle_stop_sequences,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
+from tqdm import tqdm
+
+from .accounting import CountedText, generated_length
+from .adapter import (
+    DEFAULT_BASE_MODEL,
+    AdapterError,
+    attach_adapter,
+    check_adapter,
+    check_base,
+    load_adapter_tokenizer,
+    parse_rate,
+    resolve_adapter,
+)
+from .vocab import LatentVocab
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_GEN_TOKS = 2048
+
+
+@register_model("latent")
+class LatentLM(HFLM):
+    """A base causal LM with the lm-latent adapter for ``rate`` (0 or ``cot``: plain CoT)."""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        rate: int | str = 16,
+        adapter: str | None = None,
+        adapters: str | None = None,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        **kwargs,
+    ) -> None:
+        if kwargs.get("peft") or kwargs.get("delta"):
+            raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
+        if not isinstance(pretrained, (str, type(None))):
+            raise AdapterError("--model latent needs pretrained= as a path or hub id, not a model object")
+        self.rate = parse_rate(rate)
+        self.adapter_path = resolve_adapter(self.rate, adapter, adapters)
+        self.latent_config = check_adapter(self.adapter_path, self.rate)
+        tokenizer = load_adapter_tokenizer(self.adapter_path, self.latent_config)
+        self.latent_vocab = LatentVocab.from_tokenizer(tokenizer, self.latent_config.codebook_size)
+        pretrained = pretrained or self.latent_config.base_model or DEFAULT_BASE_MODEL
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._max_gen_toks = int(max_gen_toks)
+        logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
+                    self.adapter_path, self.rate, self.latent_config.codebook_size)
+        super().__init__(pretrained=pretrained, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs)
+
+    def _create_model(self, pretrained: str, **kwargs) -> None:
+        check_base(self.latent_config, pretrained, self.config, self.adapter_path)
+        super()._create_model(pretrained, **kwargs)
+        self._model = attach_adapter(self._model, self.adapter_path, self.latent_config, merge=True)
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info.update(latent_rate=self.rate, latent_adapter=str(self.adapter_path),
+                    latent_codebook_size=self.latent_config.codebook_size,
+                    latent_chunk_len=self.latent_config.chunk_len)
+        return info
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        return {i for i in ids if i is not None}
+
+    def count_generation(self, ids: list[int], stop: list[str]) -> CountedText:
+        """Decode one generation (latent tokens visible) and count exactly what was generated."""
+        n = generated_length(ids, self._eos_ids(), self.tokenizer.pad_token_id, stop,
+                             lambda prefix: self.tok_decode(prefix))
+        text = postprocess_generated_text(self.tok_decode(ids[:n]), stop=stop, think_end_token=None)
+        return CountedText(text, gen_tokens=n, latent_tokens=self.latent_vocab.count_latent(ids[:n]))
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """HFLM's batched greedy loop, returning ``CountedText`` instead of plain strings."""
+        def by_length(req):
+            return -len(self.tok_encode(req[0])), req[0]
+
+        if str(self.batch_size).startswith("auto"):
+            batch_size = self._detect_batch_size()
+        else:
+            batch_size = self.batch_size
+        reorder = Collator([r.args for r in requests], sort_fn=by_length, group_by="gen_kwargs",
+                           group_fn=lambda x: x[1])
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        results = []
+        pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                    desc=f"Generating (latent, rate={self.rate})")
+        for chunk in reorder.get_batched(n=batch_size):
+            contexts, all_kwargs = zip(*chunk, strict=True)
+            kwargs = normalize_gen_kwargs(all_kwargs[0], self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            max_ctx_len = self.max_length - max_gen_toks
+            if max_ctx_len <= 0:
+                raise ValueError(f"max_gen_toks={max_gen_toks} leaves no room for the prompt in "
+                                 f"max_length={self.max_length}: lower max_gen_toks or raise max_length")
+            context_enc, attn_masks = self.tok_batch_encode(contexts, left_truncate_len=max_ctx_len,
+                                                            truncation=self.truncation)
+            context_enc, attn_masks = context_enc.to(self.device), attn_masks.to(self.device)
+            kwargs.pop("max_length", None)
+            out = self._model_generate(context=context_enc, attention_mask=attn_masks, stop=until,
+                                       max_length=context_enc.shape[1] + max_gen_toks, **kwargs)
+            for ids, context in zip(out[:, context_enc.shape[1]:].tolist(), contexts, strict=True):
+                text = self.count_generation(ids, until)
+                results.append(text)
+                self.cache_hook.add_partial("generate_until", (context, all_kwargs[0]), text)
+                pbar.update(1)
+        pbar.close()
+        return reorder.get_original(results)

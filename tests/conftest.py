@@ -1,0 +1,58 @@
+"""Offline fixtures: a tiny BPE tokenizer and tiny random Llamas (tied and untied)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_hf_home(tmp_path_factory):
+    os.environ.setdefault("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    from lm_latent.testing import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_tokenizer")
+    build_tokenizer(out)
+    return out
+
+
+def _base(tmp_path_factory, tokenizer_dir, tied: bool) -> Path:
+    from transformers import AutoTokenizer
+
+    from lm_latent.testing import build_llama
+
+    out = tmp_path_factory.mktemp("tiny_llama_tied" if tied else "tiny_llama_untied")
+    build_llama(out, AutoTokenizer.from_pretrained(str(tokenizer_dir)), tied=tied)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Directory of a tiny random Llama with tied embeddings (like Llama-3.2-1B/3B)."""
+    return _base(tmp_path_factory, tiny_tokenizer_dir, tied=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_untied(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    return _base(tmp_path_factory, tiny_tokenizer_dir, tied=False)

@@ -1,0 +1,32 @@
+"""Counting generated ids exactly (EOS, stop strings, padding)."""
+
+from lm_latent.accounting import CountedText, generated_length
+
+
+def _decode(ids):
+    return "".join(chr(ord("a") + i) if i < 26 else "" for i in ids)
+
+
+def test_eos_is_counted_and_padding_is_not():
+    assert generated_length([1, 2, 99, 50, 50], eos_ids=[99], pad_id=50, stop=[], decode=_decode) == 3
+
+
+def test_trailing_padding_without_eos():
+    assert generated_length([1, 2, 3, 50, 50], eos_ids=[99], pad_id=50, stop=[], decode=_decode) == 3
+
+
+def test_stop_string_ends_at_the_completing_id():
+    ids = [0, 1, 23, 24, 2, 3]  # "ab" "xy" "cd": stop "xy" completes at index 3
+    assert generated_length(ids, eos_ids=[99], pad_id=None, stop=["xy"], decode=_decode) == 4
+
+
+def test_no_end_means_everything_counts():
+    assert generated_length([0, 1, 2], eos_ids=[99], pad_id=None, stop=["zz"], decode=_decode) == 3
+
+
+def test_counted_text_survives_pickle_and_str_ops():
+    import pickle
+
+    text = CountedText("abc <latent_1>", gen_tokens=7, latent_tokens=1)
+    back = pickle.loads(pickle.dumps(text))
+    assert back == "abc <latent_1>" and back.gen_tokens == 7 and back.latent_tokens == 1
