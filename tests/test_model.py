@@ -1,0 +1,142 @@
+"""The ``latent`` model through lm-eval: loading, batching, accounting, equality with ``hf``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+PROBLEMS = [
+    ("Ann has 3 apples and buys 4 more. How many apples does Ann have?", "7"),
+    ("Ben had 12 coins and gave away 5. How many coins are left?", "7"),
+    ("Cara reads 10 books a week. How many in 3 weeks?", "30"),
+]
+
+
+def write_data_dir(root):
+    """A data_dir laid out like shared/data, with a few tiny rows per benchmark."""
+    (root / "gsm8k").mkdir(parents=True)
+    (root / "math").mkdir()
+    (root / "math500").mkdir()
+    with open(root / "gsm8k" / "test.jsonl", "w") as f:
+        for q, a in PROBLEMS:
+            f.write(json.dumps({"question": q, "answer": f"Some steps.\n#### {a}"}) + "\n")
+    with open(root / "math" / "test.jsonl", "w") as f:
+        for q, a in PROBLEMS:
+            f.write(json.dumps({"problem": q, "solution": f"So it is $\\boxed{{{a}}}$.", "level": "Level 1",
+                                "type": "Algebra"}) + "\n")
+    with open(root / "math500" / "test.jsonl", "w") as f:
+        for i, (q, a) in enumerate(PROBLEMS):
+            f.write(json.dumps({"problem": q, "solution": f"$\\boxed{{{a}}}$", "answer": a, "subject": "Algebra",
+                                "level": 1, "unique_id": str(i)}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_data_dir(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, tiny_base, tiny_base_untied):
+    from lm_latent.init_adapter import init_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    init_adapter(str(tiny_base), 0, 0, root / "tied" / "rate0")
+    init_adapter(str(tiny_base), 4, 32, root / "tied" / "rate4")
+    init_adapter(str(tiny_base_untied), 4, 32, root / "untied" / "rate4")
+    return root
+
+
+def _task_manager(metadata: dict):
+    """Only the plugin's tasks: skips indexing lm-eval's ~15k built-ins (seconds per test)."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_latent.autoload import task_dir
+
+    return TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
+
+
+def _evaluate(model_args: dict, data_dir, tasks=("gsm8k", "math"), limit=2, **kwargs):
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(model="latent", model_args=model_args, tasks=list(tasks), limit=limit,
+                           task_manager=_task_manager({"data_dir": str(data_dir)}),
+                           log_samples=True, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_simple_evaluate_reports_accuracy_and_exact_token_counts(kind, adapters, data_dir, tiny_base,
+                                                                  tiny_base_untied):
+    base = tiny_base if kind == "tied" else tiny_base_untied
+    out = _evaluate({"pretrained": str(base), "rate": 4, "adapters": str(adapters / kind),
+                     "max_gen_toks": 24, "batch_size": 2}, data_dir)
+    for task in ("gsm8k", "math"):
+        res = out["results"][task]
+        assert {"acc,none", "gen_tokens,none", "latent_tokens,none", "latent_usage,none"} <= set(res)
+        assert 1 <= res["gen_tokens,none"] <= 24
+        samples = out["samples"][task]
+        assert len(samples) == 2
+        for sample in samples:
+            assert sample["gen_tokens"] == int(sample["gen_tokens"]) and 1 <= sample["gen_tokens"] <= 24
+            assert sample["acc"] in (0.0, 1.0) and sample["latent_usage"] == float(sample["latent_tokens"] > 0)
+            assert isinstance(sample["resps"][0][0], str)
+        assert res["gen_tokens,none"] == pytest.approx(sum(s["gen_tokens"] for s in samples) / 2)
+    assert out["config"]["model_args"]["rate"] == 4
+    assert out["config"]["latent_rate"] == 4
+
+
+def test_plugin_args_do_not_leak_into_from_pretrained(adapters, tiny_base):
+    from lm_latent.model import LatentLM
+
+    lm = LatentLM(pretrained=str(tiny_base), rate="4", adapters=str(adapters / "tied"), max_gen_toks=8)
+    for leaked in ("rate", "adapter", "adapters", "max_gen_toks"):
+        assert not hasattr(lm.model.config, leaked)
+    assert lm.max_gen_toks == 8 and lm.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not any("lora" in name for name, _ in lm.model.named_modules())  # merged
+
+
+def test_count_generation_counts_latents_and_stops_at_eos(adapters, tiny_base):
+    from lm_latent.model import LatentLM
+    from lm_latent.vocab import latent_token
+
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"))
+    tok, vocab = lm.tokenizer, lm.latent_vocab
+    text_ids = tok("So 3 + 4 = 7.", add_special_tokens=False).input_ids
+    ids = [vocab.bo_id, vocab.code_to_id(5), vocab.code_to_id(31), vocab.eo_id, *text_ids,
+           tok.eos_token_id, tok.pad_token_id, tok.pad_token_id]
+    out = lm.count_generation(ids, stop=["### Instruction"])
+    assert out.gen_tokens == 4 + len(text_ids) + 1
+    assert out.latent_tokens == 2
+    assert latent_token(5) in out and latent_token(31) in out and "<boLatent>" in out
+    # a stop string ends the generation where it completes; later ids are not counted
+    stop_ids = tok("### Instruction", add_special_tokens=False).input_ids
+    out = lm.count_generation([*text_ids, *stop_ids, *text_ids], stop=["### Instruction"])
+    assert out.gen_tokens == len(text_ids) + len(stop_ids)
+    assert "Instruction" not in out
+
+
+def test_outputs_equal_hf_on_merged_weights(adapters, tiny_base, tmp_path):
+    """The wrapper adds nothing to generation: same ids as ``--model hf`` on the merged export."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+
+    from lm_latent.adapter import attach_adapter, check_adapter, load_adapter_tokenizer
+    from lm_latent.model import LatentLM
+
+    path = adapters / "tied" / "rate4"
+    config = check_adapter(path, 4)
+    tokenizer = load_adapter_tokenizer(path, config)
+    merged = attach_adapter(AutoModelForCausalLM.from_pretrained(str(tiny_base)), path, config)
+    merged.save_pretrained(str(tmp_path / "merged"))
+    tokenizer.save_pretrained(str(tmp_path / "merged"))
+
+    requests = [Instance("generate_until", {}, (q, {"until": ["### Instruction"], "do_sample": False}), i)
+                for i, (q, _) in enumerate(PROBLEMS)]
+    latent = LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(path), max_gen_toks=16, batch_size=2)
+    hf = HFLM(pretrained=str(tmp_path / "merged"), device="cpu", max_length=2048, batch_size=2)
+    hf_out = hf.generate_until([Instance(r.request_type, r.doc, (r.args[0], {**r.args[1], "max_gen_toks": 16}),
+                                         r.idx) for r in requests])
+    assert [str(s) for s in latent.generate_until(requests)] == hf_out
