@@ -9,6 +9,9 @@ COMMANDS = {
     "init-adapter": ("lm_latent.init_adapter", "write an untrained adapter directory (smoke tests)"),
     "train": ("lm_latent.training.train", "train the compressor and the LoRA adapter for a rate"),
     "export": ("lm_latent.export", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
+    "sweep": ("lm_latent.sweep", "lm_eval once per rate, then the results table and the chart"),
+    "plot": ("lm_latent.sweep", "redraw the table and chart of a sweep folder"),
+    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~5 min)"),
     "eval": ("lm_latent.cli", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }
 
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if name == "eval":
         return lm_eval_main(rest)
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    entry = module.plot_main if name == "plot" else module.main
+    return int(entry(rest) or 0)
 
 
 if __name__ == "__main__":
