@@ -140,3 +140,16 @@ def test_outputs_equal_hf_on_merged_weights(adapters, tiny_base, tmp_path):
     hf_out = hf.generate_until([Instance(r.request_type, r.doc, (r.args[0], {**r.args[1], "max_gen_toks": 16}),
                                          r.idx) for r in requests])
     assert [str(s) for s in latent.generate_until(requests)] == hf_out
+
+
+def test_bfloat16_generation(adapters, tiny_base):
+    from lm_eval.api.instance import Instance
+
+    from lm_latent.model import LatentLM
+
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"), dtype="bfloat16",
+                  max_gen_toks=8, batch_size=3)
+    assert lm.model.dtype == torch.bfloat16
+    requests = [Instance("generate_until", {}, (q, {"until": ["### Instruction"], "do_sample": False}), i)
+                for i, (q, _) in enumerate(PROBLEMS)]
+    assert all(1 <= out.gen_tokens <= 8 for out in lm.generate_until(requests))
