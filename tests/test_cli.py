@@ -20,8 +20,8 @@ def _lm_eval(bin_dir: Path) -> str:
     return str(exe)
 
 
-def run_cli(lm_eval: str, base, adapters, data_dir, out, tasks="gsm8k,math", env=None, rate="4"):
-    cmd = [lm_eval, "--model", "latent",
+def run_cli(lm_eval: str, base, adapters, data_dir, out, tasks="gsm8k,math", env=None, rate="4", prefix=()):
+    cmd = [lm_eval, *prefix, "--model", "latent",
            "--model_args", f"pretrained={base},rate={rate},adapters={adapters},max_gen_toks=16",
            "--tasks", tasks, "--limit", "2", "--batch_size", "2", "--metadata", f"data_dir={data_dir}",
            "--output_path", str(out), "--log_samples"]
@@ -103,3 +103,12 @@ def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters):
         lm_eval.chmod(0o755)
     data_dir = write_data_dir(tmp_path / "data")
     run_cli(str(lm_eval), tiny_base, cli_adapters, data_dir, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_lm_latent_eval_works_with_the_hook_switched_off(tmp_path, tiny_base, cli_adapters):
+    data_dir = write_data_dir(tmp_path / "data")
+    _, results, _ = run_cli(str(Path(sys.executable).parent / "lm-latent"), tiny_base, cli_adapters, data_dir,
+                            tmp_path / "out", tasks="math", env={"LM_LATENT_NO_AUTOLOAD": "1"},
+                            prefix=["eval"])
+    assert "gen_tokens,none" in results["results"]["math"]
