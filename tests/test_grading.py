@@ -1,0 +1,749 @@
+"""Table-driven tests of lm_latent.grading (extraction, equivalence, time limits).
+
+All comparisons share the module's own persistent worker, so sympy is imported once
+for the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from lm_latent import grading
+from lm_latent.grading import (
+    GradeResult,
+    extract_answer,
+    grade,
+    is_equiv,
+    is_equiv_multi,
+    split_answers,
+    strip_latent,
+)
+
+# (prediction, reference, expected)
+EQUIV_CASES: list[tuple[str, str, bool]] = [
+    # --- identical / wrappers / whitespace ---------------------------------------
+    ("5", "5", True),
+    ("$5$", "5", True),
+    ("$$5$$", "5", True),
+    ("\\(5\\)", "5", True),
+    ("\\[5\\]", "5", True),
+    ("\\boxed{5}", "5", True),
+    ("\\fbox{5}", "5", True),
+    ("\\text{5}", "5", True),
+    ("5.", "5", True),
+    ("  5  ", "5", True),
+    ("**5**", "5", True),
+    ("$\\boxed{5}$", "5", True),
+    ("\\boxed{\\boxed{5}}", "5", True),
+    ("\\displaystyle 5", "5", True),
+    ("5", "6", False),
+    ("$5$", "$6$", False),
+    ("\\boxed{5}", "\\boxed{50}", False),
+    ("-5", "5", False),
+    ("+5", "5", True),
+    ("05", "5", True),
+    ("", "5", False),
+    ("5", "", False),
+    # --- thousands separators ----------------------------------------------------
+    ("1,000", "1000", True),
+    ("1000", "1,000", True),
+    ("1,234,567", "1234567", True),
+    ("12,345.67", "12345.67", True),
+    ("\\$1,234", "1234", True),
+    ("$1,234$", "1234", True),
+    ("1{,}000", "1000", True),
+    ("1\\,000", "1000", True),
+    ("1\\!000", "1000", True),
+    ("1,000", "1", False),
+    ("1,000", "100", False),
+    ("1,23", "123", False),
+    ("-1,500", "-1500", True),
+    ("1,500", "1,501", False),
+    ("(1,2)", "(12)", False),
+    ("(1,2)", "12", False),
+    ("\\{1,2\\}", "12", False),
+    ("[1,2]", "12", False),
+    ("10,000 dollars", "10000", True),
+    # --- units -------------------------------------------------------------------
+    ("5 dollars", "5", True),
+    ("10 cm", "10", True),
+    ("5\\text{ cm}^2", "5", True),
+    ("5 \\text{ cm}^2", "5", True),
+    ("5\\text{ cm}^{2}", "5", True),
+    ("\\$5", "5", True),
+    ("$5", "5", True),
+    ("\\$5.50", "5.5", True),
+    ("12 apples", "12", True),
+    ("3\\text{ inches}", "3", True),
+    ("15\\mbox{ m}", "15", True),
+    ("4 \\mathrm{~cm}", "4", True),
+    ("18 \\mathrm{~min}", "18", True),
+    ("7 km/h", "7", True),
+    ("100 square feet", "100", True),
+    ("5cm", "5", True),
+    ("3 hours", "3", True),
+    ("2.5 kg", "2.5", True),
+    ("\\frac{41}{12} \\text{ km}", "\\frac{41}{12}", True),
+    ("145 \\pi / 72 \\mathrm{~m} / \\mathrm{s}", "\\frac{145\\pi}{72}", True),
+    ("5 cm", "6", False),
+    ("5 dollars", "6 dollars", False),
+    ("2 \\pi", "2", False),
+    ("2 pi", "2", False),
+    ("2 n", "2", False),
+    ("2x", "2", False),
+    ("10\\text{ cm}", "11\\text{ cm}", False),
+    # --- degrees -----------------------------------------------------------------
+    ("30^\\circ", "30", True),
+    ("30^{\\circ}", "30", True),
+    ("30°", "30", True),
+    ("30 degrees", "30", True),
+    ("30\\degree", "30", True),
+    ("30^\\circ", "30^{\\circ}", True),
+    ("90^\\circ", "90", True),
+    ("30^\\circ", "31", False),
+    ("30°", "60°", False),
+    ("(45^{\\circ}, 60^{\\circ})", "(45, 60)", True),
+    ("45^\\circ,135^\\circ", "45^\\circ, 135^\\circ", True),
+    # --- percentages (a % sign is ignored, or the value is divided by 100) ---------
+    ("50\\%", "50", True),
+    ("50", "50\\%", True),
+    ("50%", "50", True),
+    ("50\\%", "0.5", True),
+    ("0.5", "50\\%", True),
+    ("50 percent", "50", True),
+    ("12.5\\%", "\\frac{1}{8}", True),
+    ("8\\%", "0.08", True),
+    ("8 \\%", "8", True),
+    ("50\\%", "0.05", False),
+    ("50\\%", "5", False),
+    ("50\\%", "51\\%", False),
+    ("4.2\\%", "4.2", True),
+    ("\\frac{25}{3}\\%", "\\frac{1}{12}", True),
+    # --- \dfrac, \tfrac, \left/\right -------------------------------------------
+    ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
+    ("\\tfrac{3}{4}", "0.75", True),
+    ("\\dfrac12", "0.5", True),
+    ("\\frac12", "\\frac{1}{2}", True),
+    ("\\dfrac{\\sqrt{3}}{2}", "\\frac{\\sqrt{3}}{2}", True),
+    ("\\left(1,2\\right)", "(1,2)", True),
+    ("\\left[0,1\\right)", "[0,1)", True),
+    ("\\left[0,1\\right)", "[0,1]", False),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{3})", False),
+    ("\\left\\{1,2\\right\\}", "\\{2,1\\}", True),
+    ("\\bigl(1, 2\\bigr)", "(1,2)", True),
+    # --- equations: "x = value" equals its right-hand side -------------------------
+    ("x=3", "3", True),
+    ("x = 3", "3", True),
+    ("3", "x=3", True),
+    ("y=5", "5", True),
+    ("x=3", "4", False),
+    ("x=-2", "-2", True),
+    ("k=2n-1", "2n-1", True),
+    ("k = 2 n - 1", "2n-1", True),
+    ("\\theta = \\frac{\\pi}{4}", "\\frac{\\pi}{4}", True),
+    ("x_1 = 7", "7", True),
+    ("n=\\frac{1}{2}", "0.5", True),
+    ("f(x)=x^2", "x^2", True),
+    ("y=2x+1", "y=1+2x", True),
+    ("y=2x+1", "y=2x+2", False),
+    ("y=2x+1", "2x+1", True),
+    ("x^2+4x+20=0", "0", False),
+    ("9 x^{2}-12 x+29=0", "0", False),
+    ("x \\in [2,3)", "[2,3)", True),
+    ("x \\in [2,3)", "[2,3]", False),
+    ("x=3", "y=3", True),
+    ("x=2, y=3", "x=2, y=3", True),
+    ("x=2, y=3", "x=2, y=4", False),
+    ("\\sin A = \\frac{\\sqrt{7}}{4}", "\\frac{\\sqrt{7}}{4}", True),
+    ("x = 5", "x = 6", False),
+    ("2x=4", "x=2", True),  # proportional equations
+    ("x=2", "2x=4", True),
+    ("y=2x+1", "2x-y+1=0", True),
+    ("4x^2+8x+19=0", "8x^2+16x+38=0", True),
+    ("4x^2+8x+19=0", "5x^2+8x+19=0", False),  # no real roots: math_verify alone says equal
+    ("9 x^{2}-12 x+29=0", "x^2-2x+10=0", False),
+    ("x^2=4", "x=2", False),
+    ("\\log_3(32)=5", "\\log_2(32)=5", False),  # a false statement vs a true one
+    ("\\ln(e^{6})=5", "\\ln(e^{5})=5", False),
+    ("1,1,2,3", "1,1,2,3", True),
+    ("1,2,1,3", "1,1,2,3", True),  # a bare list is a multiset
+    ("2,1,2,3", "1,1,2,3", False),
+    # --- booleans ----------------------------------------------------------------
+    ("True", "True", True),
+    ("true", "True", True),
+    ("TRUE", "True", True),
+    ("yes", "True", True),
+    ("Yes", "True", True),
+    ("\\text{True}", "True", True),
+    ("\\text{yes}", "True", True),
+    ("True.", "True", True),
+    ("False", "False", True),
+    ("no", "False", True),
+    ("No", "False", True),
+    ("\\text{False}", "False", True),
+    ("True", "False", False),
+    ("yes", "False", False),
+    ("no", "True", False),
+    ("False", "True", False),
+    ("1", "True", False),
+    ("0", "False", False),
+    ("True", "1", False),
+    # --- multiple-choice options ---------------------------------------------------
+    ("(a)", "(a)", True),
+    ("(A)", "(a)", True),
+    ("A", "(a)", True),
+    ("a", "(a)", True),
+    ("\\text{(C)}", "(c)", True),
+    ("\\text{(C)}", "C", True),
+    ("(C)", "\\text{(C)}", True),
+    ("C", "\\text{(C)}", True),
+    ("(c)", "(a)", False),
+    ("B", "(c)", False),
+    ("(d)", "(b)", False),
+    ("5", "(a)", False),
+    # --- lists (TheoremQA "list of integer/float") --------------------------------
+    ("[1, 2, 3]", "[1, 2, 3]", True),
+    ("[1,2,3]", "[1, 2, 3]", True),
+    ("[ 1 , 2 , 3 ]", "[1, 2, 3]", True),
+    ("[1, 2, 3]", "[3, 2, 1]", False),
+    ("[1, 2]", "[1, 2, 3]", False),
+    ("[1, 2, 3]", "[1, 2, 4]", False),
+    ("[0.3333, 0.25]", "[0.333, 0.25]", True),
+    ("[0.5, 0.66667]", "[0.5, 0.6667]", True),
+    ("[0.5, 0.7]", "[0.5, 0.6667]", False),
+    ("[-1, 6]", "[-1, 6]", True),
+    ("[-1, 6]", "[1, 6]", False),
+    ("[8, 0, 2, -2]", "[8, 0, 2, -2]", True),
+    ("[8, 0, 2, -2]", "[8, 0, -2, 2]", False),
+    ("[51.2, 78.15, 125.0]", "[51.2, 78.15, 125]", True),
+    ("[1, 2, 3]", "(1, 2, 3)", True),
+    # --- intervals (open vs closed differ) -----------------------------------------
+    ("(1,2)", "[1,2]", False),
+    ("[1,2]", "(1,2)", False),
+    ("[1,2)", "[1,2)", True),
+    ("(1,2]", "[1,2)", False),
+    ("(1,2]", "(1,2]", True),
+    ("(-\\infty, 3]", "(-\\infty,3]", True),
+    ("(-\\infty, 3)", "(-\\infty,3]", False),
+    ("(-\\infty, \\infty)", "(-\\infty,\\infty)", True),
+    ("[2, 5] \\cup [6, 7]", "[2,5]\\cup[6,7]", True),
+    ("[2, 5] \\cup [6, 7]", "[2,5]\\cup(6,7]", False),
+    ("(-\\infty, 0) \\cup\\{1\\}", "(-\\infty,0)\\cup\\{1\\}", True),
+    ("(0,125) \\cup(125, \\infty)", "(0,125)\\cup(125,\\infty)", True),
+    ("[2, 3)", "[2,3)", True),
+    ("\\{x | -2 \\leq x < 1\\}", "[-2,1)", True),
+    ("[-2,1)", "\\{x | -2 \\leq x < 1\\}", True),
+    ("[-2,1]", "\\{x | -2 \\leq x < 1\\}", False),
+    ("[\\frac{1}{2}, 8]", "[0.5, 8]", True),
+    ("(-\\sqrt{11},-2)\\cup (\\sqrt{11},9)", "(-\\sqrt{11},-2)\\cup(\\sqrt{11},9)", True),
+    ("\\left[ \\frac{\\sqrt{6}-1}{2}, -1 \\right)", "\\left[ \\frac{\\sqrt{5}-1}{2}, -1 \\right)", False),
+    # --- sets (order does not matter) ----------------------------------------------
+    ("\\{1,2\\}", "\\{2,1\\}", True),
+    ("\\{1,2\\}", "\\{1,2\\}", True),
+    ("\\{1,2\\}", "\\{1,3\\}", False),
+    ("\\{1,2,3\\}", "\\{1,2\\}", False),
+    ("\\{-2\\}", "\\{-2\\}", True),
+    ("\\{-2\\}", "\\{2\\}", False),
+    ("\\{\\frac{1}{2}, 3\\}", "\\{3, 0.5\\}", True),
+    ("2, 3", "3, 2", True),
+    ("2, 3", "2, 4", False),
+    ("\\emptyset", "\\varnothing", True),
+    ("\\emptyset", "\\{0\\}", False),
+    # --- tuples (order matters) -----------------------------------------------------
+    ("(1,2)", "(1,2)", True),
+    ("(1, 2)", "(1,2)", True),
+    ("(1,2)", "(2,1)", False),
+    ("(2,1)", "(1,2)", False),
+    ("(1,2,3)", "(1,2,3)", True),
+    ("(1,2,3)", "(3,2,1)", False),
+    ("(1,2,3)", "(1,2)", False),
+    ("(3, \\frac{\\pi}{2})", "(3, \\pi/2)", True),
+    ("(0, 3)", "(0,3)", True),
+    ("(6,5)", "(5,6)", False),
+    ("(-7,-1)", "(-7,-1)", True),
+    ("(2,251,252)", "(2, 251, 252)", True),
+    ("(4, \\log_{10} 2)", "(4, \\log _{10} 2)", True),
+    ("(\\frac{1}{4}, \\frac{1}{27})", "(0.25, \\frac{1}{27})", True),
+    # --- matrices --------------------------------------------------------------------
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\1\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}", False),
+    ("\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", True),
+    ("\\begin{pmatrix} \\frac{1}{2} \\\\ 0 \\end{pmatrix}", "\\begin{pmatrix} 0.5 \\\\ 0 \\end{pmatrix}", True),
+    ("\\begin{pmatrix} -1 \\\\ 4 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 4 \\end{pmatrix}", False),
+    # --- scientific notation ----------------------------------------------------------
+    ("1.2e3", "1200", True),
+    ("1.2E3", "1200", True),
+    ("1200", "1.2e3", True),
+    ("1.2\\times10^{3}", "1200", True),
+    ("1.2 \\times 10^3", "1200", True),
+    ("1.2\\cdot10^{3}", "1200", True),
+    ("4e-05", "0.00004", True),
+    ("4e-05", "4 \\times 10^{-5}", True),
+    ("3\\times10^{8}", "3e8", True),
+    ("6.02\\times10^{23}", "6.02e23", True),
+    ("1.6 \\times 10^{-19}", "1.6e-19", True),
+    ("1.76 \\times 10^{-10}", "1.76e-10", True),
+    ("10^{6}", "1000000", True),
+    ("1.2e3", "1300", False),
+    ("1.2e3", "1.2e4", False),
+    ("6.02\\times10^{23}", "6.02\\times10^{22}", False),
+    ("4e-05", "4e-06", False),
+    # --- roots and pi --------------------------------------------------------------------
+    ("2\\sqrt{2}", "\\sqrt{8}", True),
+    ("\\sqrt{8}", "2\\sqrt{2}", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}", True),
+    ("\\sqrt2", "\\sqrt{2}", True),
+    ("sqrt(8)", "2\\sqrt{2}", True),
+    ("\\sqrt{3}", "\\sqrt{2}", False),
+    ("2\\sqrt{3}", "3\\sqrt{2}", False),
+    ("\\frac{\\pi}{2}", "\\pi/2", True),
+    ("pi/2", "\\frac{\\pi}{2}", True),
+    ("2\\pi", "\\pi+\\pi", True),
+    ("\\pi", "3.14159", True),
+    ("6.2832", "2\\pi", True),
+    ("\\frac{\\sqrt{3}}{2}", "0.866", True),
+    ("0.87", "\\frac{\\sqrt{3}}{2}", False),
+    ("\\pi", "3", False),
+    ("\\frac{\\pi}{3}", "\\frac{\\pi}{6}", False),
+    ("4-2 \\sqrt{3}", "4-2\\sqrt{3}", True),
+    ("4-2 \\sqrt{3}", "4+2\\sqrt{3}", False),
+    ("\\sqrt[3]{8}", "2", True),
+    ("2^{1/2}", "\\sqrt{2}", True),
+    ("\\frac{1+\\sqrt{5}}{2}", "\\frac{\\sqrt{5}+1}{2}", True),
+    ("\\frac{1+\\sqrt{5}}{2}", "\\frac{\\sqrt{5}-1}{2}", False),
+    # --- decimals vs fractions -------------------------------------------------------------
+    ("0.5", "\\frac{1}{2}", True),
+    ("\\frac{1}{2}", "0.5", True),
+    ("1/2", "0.5", True),
+    ("1/2", "\\frac{1}{2}", True),
+    (".5", "0.5", True),
+    ("0.50", "0.5", True),
+    ("2/4", "1/2", True),
+    ("-0.5", "-\\frac{1}{2}", True),
+    ("\\frac{-1}{2}", "-0.5", True),
+    ("-\\frac{1}{2}", "\\frac{-1}{2}", True),
+    ("0.5", "0.51", False),
+    ("0.51", "0.5", False),
+    ("0.333", "\\frac{1}{3}", True),
+    ("\\frac{1}{3}", "0.333", True),
+    ("0.3333", "1/3", True),
+    ("0.33", "\\frac{1}{3}", False),
+    ("0.3", "\\frac{1}{3}", False),
+    ("3", "3.0", True),
+    ("3.0", "3", True),
+    ("3", "3.0001", True),
+    ("3", "3.001", False),
+    ("1000000", "1000001", False),
+    ("1.094", "1.0936", True),
+    ("1.0936", "1.094", True),
+    ("1.09", "1.094", True),  # either side may be a rounding of the other (>= 3 digits)
+    ("1.1", "1.094", False),  # ... but not with only 2 significant digits
+    ("5.333", "\\frac{16}{3}", True),
+    ("5.33", "\\frac{16}{3}", True),
+    ("5.3", "\\frac{16}{3}", False),
+    ("-0.0", "0", True),
+    ("0", "0.0001", False),
+    ("2\\frac{1}{2}", "2.5", True),
+    ("2\\frac{1}{2}", "\\frac{5}{2}", True),
+    ("1\\frac{12}{13}", "\\frac{25}{13}", True),
+    ("\\frac{12}{5,\\!525}", "\\frac{12}{5525}", True),
+    ("\\frac{1}{2004!}", "\\frac{1}{2004!}", True),
+    ("\\frac{2}{2004!}", "\\frac{1}{2004!}", False),
+    ("0.1", "0.01", False),
+    ("-1.047", "-1.0472", True),
+    ("1898.27", "1898.2699", True),
+    ("12 3 0", "12 3 0", True),
+    ("12, 3, 0", "12 3 0", True),
+    ("22 3 0", "12 3 0", False),
+    ("0, 3, 12", "12 3 0", False),
+    # --- plain expressions --------------------------------------------------------------------
+    ("2x+1", "1+2x", True),
+    ("1+2x", "2x+1", True),
+    ("2*x+1", "2x+1", True),
+    ("x^2-1", "(x-1)(x+1)", True),
+    ("(x-1)(x+1)", "x^2-1", True),
+    ("2(x+1)", "2x+2", True),
+    ("\\frac{x}{2}", "0.5x", True),
+    ("x^2", "x^3", False),
+    ("x^2-1", "(x-1)(x+2)", False),
+    ("a+b", "b+a", True),
+    ("ab", "ba", True),
+    ("a-b", "b-a", False),
+    ("\\sin^2 x+\\cos^2 x", "1", True),
+    ("10-4 n", "-4n+10", True),
+    ("10-4 n", "10+4n", False),
+    ("n^{2}+1", "n^2+1", True),
+    ("n^{2}+1", "n^2-1", False),
+    ("\\frac{1}{2 n+2}", "\\frac{1}{2(n+1)}", True),
+    ("\\frac{1}{2 n+2}", "\\frac{1}{2n+1}", False),
+    ("2^{k}", "2^k", True),
+    ("2^{k}", "2^{k+1}", False),
+    ("\\frac{n(n+1)}{2}", "\\frac{n^2+n}{2}", True),
+    ("\\binom{2n}{n}", "\\binom{2n}{n}", True),
+    ("x^{2}+2x+1", "(x+1)^2", True),
+    ("e^{x}", "\\exp(x)", True),
+    ("\\log_2 8", "3", True),
+    ("\\ln e^{2}", "2", True),
+    ("\\ln 2", "\\ln 3", False),
+    ("2RC+R+C", "R+C+2RC", True),
+    ("2RC+R+C", "R+C+RC", False),
+    # --- complex numbers -----------------------------------------------------------------------
+    ("-1 - \\sqrt{3}i", "-1-i\\sqrt{3}", True),
+    ("3+4i", "4i+3", True),
+    ("1+i", "1-i", False),
+    ("-i", "-i", True),
+    ("\\frac{4-6 i}{13}", "\\frac{4}{13}-\\frac{6}{13}i", True),
+    ("9+11i", "9-11i", False),
+    # --- words / text answers ---------------------------------------------------------------------
+    ("\\text{Monday}", "Monday", True),
+    ("monday", "\\text{Monday}", True),
+    ("\\text{odd}", "\\text{even}", False),
+    ("\\text{east}", "east", True),
+    ("No solution", "no solution", True),
+    ("converges", "diverges", False),
+    # --- infinity ------------------------------------------------------------------------------------
+    ("\\infty", "\\infty", True),
+    ("inf", "\\infty", True),
+    ("infinity", "\\infty", True),
+    ("-\\infty", "\\infty", False),
+    # --- things that only look alike -------------------------------------------------------------------
+    ("3", "[3]", True),  # a one-element list equals its element (documented)
+    ("[3]", "[5]", False),
+    ("d=3\\sqrt{5}, M=(1,2)", "3", False),
+    ("\\min at 2 n \\pi, \\max at (2 n+1) \\pi", "2", False),
+    ("No. Consider $x+y+z=2$ and $x+y+z=1$.", "1", False),
+    ("1", "No. Consider $x+y+z=2$ and $x+y+z=1$.", False),
+    ("x+y=2", "2", True),  # "x+y = 2" read as its value (math_verify) when the reference is a value
+    ("5", "five", False),
+]
+
+MULTI_CASES: list[tuple[str, list[str] | str, bool]] = [
+    ("2, 3", ["3", "2"], True),
+    ("3, 2", ["2", "3"], True),
+    ("2, 3", ["2"], False),
+    ("2", ["2", "3"], False),
+    ("2, 3, 4", ["2", "3"], False),
+    ("1, 2, 3", ["1,2,3"], True),
+    ("3,1,2", ["1,2,3"], True),
+    ("1, 2, 4", ["1,2,3"], False),
+    ("(1,2), (3,4)", ["(3,4)", "(1,2)"], True),
+    ("(3,4), (1,2)", ["$(1,2),(3,4)$"], True),
+    ("(1,2), (3,4)", ["(2,1)", "(3,4)"], False),
+    ("x=1 and x=2", ["1", "2"], True),
+    ("1 \\text{ and } 2", ["2", "1"], True),
+    ("-2, -2", ["-2", "-2"], True),
+    ("2, 2", ["2", "3"], False),
+    ("69, 84", ["$69$", "$84$"], True),
+    ("84, 69", ["$69$", "$84$"], True),
+    ("84, 68", ["$69$", "$84$"], False),
+    ("\\frac{1}{2}, 3", ["3", "0.5"], True),
+    ("\\frac{1}{3}, 1, 9", ["$\\frac{1}{3}, 1, 9$"], True),
+    ("9, 1, \\frac{1}{3}", ["$\\frac{1}{3}, 1, 9$"], True),
+    ("f(x)=x, f(x)=2-x", ["$f(x)=x$,$f(x)=2-x$"], True),
+    ("f(x)=2-x, f(x)=x", ["$f(x)=x$,$f(x)=2-x$"], True),
+    ("f(x)=x, f(x)=3-x", ["$f(x)=x$,$f(x)=2-x$"], False),
+    ("2500, 7500", ["2500,7500"], True),
+    ("7500, 2500", ["2500,7500"], True),
+    ("1+\\sqrt{2}, 1-\\sqrt{2}", ["$1-\\sqrt{2}$", "$1+\\sqrt{2}$"], True),
+    ("1+\\sqrt{2}, 1-\\sqrt{3}", ["$1-\\sqrt{2}$", "$1+\\sqrt{2}$"], False),
+    ("(2,4), (1,1)", "['$(1,1)$', '$(2,4)$']", True),  # a list written as a string
+    ("$64$, $\\frac{1}{4}$", ["$64,\\frac{1}{4}$"], True),
+    ("90^\\circ, 60^\\circ", ["$90^{\\circ}$,$60^{\\circ}$"], True),
+    ("", ["1"], False),
+]
+
+EXTRACT_CASES: list[tuple[str, str | None]] = [
+    ("So the answer is \\boxed{5}.", "5"),
+    ("\\boxed{3} then \\boxed{7}", "7"),  # last box wins
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
+    ("\\boxed{\\frac{\\sqrt{3}}{\\left(2\\right)}}", "\\frac{\\sqrt{3}}{\\left(2\\right)}"),
+    ("We get $\\boxed{\\{1,2\\}}$.", "\\{1,2\\}"),
+    ("\\fbox{42}", "42"),
+    ("\\boxed {8}", "8"),
+    ("\\boxed 9", "9"),
+    ("\\boxed{1} and finally \\boxed{2", "1"),  # an unclosed last box is skipped
+    ("\\boxed{}", None),
+    ("The answer is: 18.", "18"),
+    ("The answer is 18", "18"),
+    ("blah. The answer is: $\\frac{1}{2}$.", "\\frac{1}{2}"),
+    ("The answer is 3. Then the answer is 4.", "4"),  # last occurrence
+    ("Final Answer: The final answer is $7$. I hope it is correct.", "7"),
+    ("The answer is $18$. This is because 9 * 2 = 18.", "18"),
+    ("The answer is **12**.", "12"),
+    ("Janet sells 9 eggs.\n#### 18", "18"),
+    ("#### 1,234", "1,234"),
+    ("#### 5\n", "5"),
+    ("so 3 + 4 = 7 apples", "7"),
+    ("the total is -12.5", "-12.5"),
+    ("she paid $1,234.50 in total", "1,234.50"),
+    ("half of it: 3/4 of them", "3/4"),
+    ("10-5 leaves", "5"),
+    ("x - 3 = -4", "-4"),
+    ("no numbers here", None),
+    ("", None),
+    ("<boLatent><latent_3><latent_17><eoLatent> so \\boxed{4}", "4"),
+    ("The value is 12 <boLatent><latent_99><eoLatent>", "12"),
+    ("7 <boLatent><latent_12><latent_5>", "7"),  # unclosed span at the end
+    ("3 <latent_42> ", "3"),  # a stray latent token
+    ("<boLatent><latent_1><eoLatent>The answer is: 5.", "5"),
+]
+
+STRIP_LATENT_CASES: list[tuple[str, str]] = [
+    ("a<boLatent><latent_1><latent_2><eoLatent>b", "a b"),
+    ("a <boLatent><latent_1>", "a  "),
+    ("a <latent_7> b", "a   b"),
+    ("no latent", "no latent"),
+    ("<boLatent>x<eoLatent>1<boLatent>y<eoLatent>2", " 1 2"),
+    ("<boLatent><latent_1> <latent_2> tail", "  tail"),
+]
+
+SPLIT_CASES: list[tuple[str, list[str]]] = [
+    ("2, 3", ["2", "3"]),
+    ("$(1,2),(3,4)$", ["(1,2)", "(3,4)"]),
+    ("\\{1,2\\}, 3", ["\\{1,2\\}", "3"]),
+    ("[2, 3), (4, 5]", ["[2, 3)", "(4, 5]"]),
+    ("1 and 2", ["1", "2"]),
+    ("1{,}000", ["1000"]),
+    ("f(x)=x, f(x)=-x", ["f(x)=x", "f(x)=-x"]),
+]
+
+
+def _id(case) -> str:
+    return " | ".join(str(x) for x in case)[:80]
+
+
+@pytest.mark.parametrize("prediction,reference,expected", EQUIV_CASES, ids=[_id(c) for c in EQUIV_CASES])
+def test_is_equiv(prediction, reference, expected):
+    assert is_equiv(prediction, reference, timeout=10.0) is expected
+
+
+@pytest.mark.parametrize("prediction,references,expected", MULTI_CASES, ids=[_id(c) for c in MULTI_CASES])
+def test_is_equiv_multi(prediction, references, expected):
+    assert is_equiv_multi(prediction, references, timeout=10.0) is expected
+
+
+@pytest.mark.parametrize("text,expected", EXTRACT_CASES, ids=[_id(c) for c in EXTRACT_CASES])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", STRIP_LATENT_CASES, ids=[_id(c) for c in STRIP_LATENT_CASES])
+def test_strip_latent(text, expected):
+    assert strip_latent(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", SPLIT_CASES, ids=[_id(c) for c in SPLIT_CASES])
+def test_split_answers(text, expected):
+    assert split_answers(text) == expected
+
+
+def test_case_counts():
+    """The table is meant to stay large; guard against accidental truncation."""
+    assert len(EQUIV_CASES) + len(MULTI_CASES) + len(EXTRACT_CASES) >= 400
+    assert sum(1 for *_, e in EQUIV_CASES if not e) >= 100
+
+
+# --------------------------------------------------------------------------------------
+# grade()
+# --------------------------------------------------------------------------------------
+
+GRADE_CASES = [
+    ("... so she makes \\boxed{18} dollars.", "18", True, "18"),
+    ("The answer is: 18.", "#### 18", True, "18"),
+    ("Janet sells 9 eggs <boLatent><latent_18><eoLatent> making $18.\n#### 18", "18", True, "18"),
+    ("<boLatent><latent_5><eoLatent> The answer is 5", "4", False, "5"),
+    ("\\boxed{1,234}", "1234", True, "1,234"),
+    ("The answer is: True", "True", True, "True"),
+    ("no answer at all", "3", False, None),
+    ("The answer is: No. Consider $x+y+z=2$ and $x+y+z=1$.", "No. Consider $x+y+z=2$ and $x+y+z=1$.", True, None),
+]
+
+
+@pytest.mark.parametrize("generation,reference,correct,extracted", GRADE_CASES, ids=[_id(c) for c in GRADE_CASES])
+def test_grade(generation, reference, correct, extracted):
+    res = grade(generation, reference, timeout=10.0)
+    assert isinstance(res, GradeResult)
+    assert res.correct is correct
+    assert res.timed_out is False
+    if extracted is not None:
+        assert res.extracted == extracted
+
+
+def test_grade_multiple_and_alternatives():
+    assert grade("\\boxed{84, 69}", ["$69$", "$84$"], multiple=True).correct
+    assert not grade("\\boxed{84}", ["$69$", "$84$"], multiple=True).correct
+    # without `multiple`, a list of references is a list of acceptable alternatives
+    assert grade("\\boxed{84}", ["$69$", "$84$"]).correct
+    assert not grade("\\boxed{85}", ["$69$", "$84$"]).correct
+
+
+def test_none_inputs():
+    assert extract_answer(None) is None  # type: ignore[arg-type]
+    assert not is_equiv(None, "1")  # type: ignore[arg-type]
+    assert not is_equiv("1", None)  # type: ignore[arg-type]
+    assert not grade("", "1").correct
+
+
+# --------------------------------------------------------------------------------------
+# Hard time limit, crashes, pathological input
+# --------------------------------------------------------------------------------------
+
+LIMIT = 2.5
+PATHOLOGICAL = [
+    ("10^{10^{10}}", "1"),
+    ("\\frac{1}{" * 50 + "2" + "}" * 50, "1"),
+    ("1000000!", "1"),
+    ("2^{2^{2^{2^{2^{2}}}}}", "3"),
+    ("(" * 500 + "1" + ")" * 500, "1"),
+]
+
+
+def _garbage(n: int = 100_000) -> str:
+    import random
+    import string
+
+    rng = random.Random(0)
+    return "".join(rng.choice(string.printable) for _ in range(n))
+
+
+def _check_normal_comparison_still_works():
+    t0 = time.perf_counter()
+    assert is_equiv("x^2-1", "(x-1)(x+1)", timeout=30.0)  # needs sympy: exercises the worker
+    assert not is_equiv("x^2-1", "(x-1)(x+2)", timeout=30.0)
+    assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("prediction,reference", PATHOLOGICAL, ids=[p[:30] for p, _ in PATHOLOGICAL])
+def test_pathological_input_returns_within_limit(prediction, reference, caplog):
+    t0 = time.perf_counter()
+    res = is_equiv(prediction, reference, timeout=LIMIT)
+    elapsed = time.perf_counter() - t0
+    assert res is False
+    assert elapsed < LIMIT + 3, elapsed
+    _check_normal_comparison_still_works()
+
+
+def test_pathological_grade(caplog):
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="lm_latent.grading"):
+        res = grade("so \\boxed{1000000!}", "1", timeout=LIMIT)
+    assert time.perf_counter() - t0 < LIMIT + 3
+    assert res.correct is False and res.extracted == "1000000!"
+    # whether sympy gives up or the limit hits depends on the machine; the flag must agree
+    assert res.timed_out == any("timed out" in r.getMessage() for r in caplog.records)
+    _check_normal_comparison_still_works()
+
+
+def test_grade_reports_timed_out(monkeypatch):
+    monkeypatch.setattr(grading._WORKER, "call", lambda kind, payload, timeout, what: (False, True))
+    assert grade("\\boxed{x^2}", "x^3") == GradeResult(False, "x^2", True)
+    assert grade("\\boxed{2, 3}", ["(1,2)", "(3,4)"], multiple=True) == GradeResult(False, "2, 3", True)
+
+
+def test_garbage_input():
+    garbage = _garbage()
+    t0 = time.perf_counter()
+    assert extract_answer(garbage) is not None or True  # must not raise
+    assert is_equiv(garbage, "1", timeout=LIMIT) is False
+    assert is_equiv("1", garbage, timeout=LIMIT) is False
+    assert grade(garbage, "x+1", timeout=LIMIT).correct is False
+    assert grade("\\boxed{" + garbage[:5000] + "}", "1", timeout=LIMIT).correct is False
+    assert is_equiv(garbage[:1900], "x+1", timeout=LIMIT) is False  # under the sympy cap
+    assert time.perf_counter() - t0 < 4 * (LIMIT + 3)
+    _check_normal_comparison_still_works()
+
+
+def test_timeout_kills_worker_and_restarts(caplog):
+    grading._WORKER.ensure_started()
+    old_pid = grading._WORKER._proc.pid
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="lm_latent.grading"):
+        equal, timed_out = grading._WORKER.call("_sleep", 60, 1.0, ("sleepy-pred", "sleepy-ref"))
+    assert (equal, timed_out) == (False, True)
+    assert time.perf_counter() - t0 < 1.0 + 3
+    assert any("sleepy-pred" in r.getMessage() for r in caplog.records)
+    assert grading._WORKER._proc is None  # killed; a fresh one starts lazily
+    _check_normal_comparison_still_works()
+    assert grading._WORKER._proc.pid != old_pid
+
+
+def test_worker_crash_counts_as_unequal(caplog):
+    with caplog.at_level("WARNING", logger="lm_latent.grading"):
+        equal, timed_out = grading._WORKER.call("_crash", None, 10.0, ("crash-pred", "crash-ref"))
+    assert (equal, timed_out) == (False, False)
+    assert any("crashed" in r.getMessage() for r in caplog.records)
+    _check_normal_comparison_still_works()
+
+
+def test_worker_killed_between_calls_is_replaced():
+    grading._WORKER.ensure_started()
+    os.kill(grading._WORKER._proc.pid, 9)
+    grading._WORKER._proc.join(5)
+    _check_normal_comparison_still_works()
+
+
+def test_thread_safety():
+    pairs = [("x^2-1", "(x-1)(x+1)", True), ("2x+1", "1+2x", True), ("x^2", "x^3", False), ("(1,2)", "(2,1)", False)]
+    results: list[tuple[bool, bool]] = []
+    lock = threading.Lock()
+
+    def work():
+        for p, r, expected in pairs * 3:
+            got = is_equiv(p, r, timeout=30.0)
+            with lock:
+                results.append((got, expected))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 4 * len(pairs) * 3
+    assert all(got == expected for got, expected in results)
+
+
+def test_warm_calls_are_fast():
+    grading._WORKER.ensure_started()
+    is_equiv("x^2+3", "3+x^2", timeout=30.0)
+    t0 = time.perf_counter()
+    for i in range(20):
+        assert is_equiv(f"x^2+{i}", f"{i}+x^2", timeout=30.0)
+    assert (time.perf_counter() - t0) / 20 < 0.5
+
+
+def test_no_heavy_imports_in_parent():
+    code = (
+        "import sys, lm_latent.grading as g; "
+        "g.extract_answer('\\\\boxed{1}'); g.is_equiv('1,000', '1000'); "
+        "bad = [m for m in ('torch', 'sympy', 'math_verify') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_unguarded_main_script_can_grade(tmp_path):
+    """Spawn must not re-run the caller's script (no ``if __name__ == '__main__'`` here)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from lm_latent.grading import is_equiv\n"
+        "print('RESULT', is_equiv('x^2-1', '(x-1)(x+1)'))\n"
+    )
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("RESULT") == 1 and "RESULT True" in proc.stdout
