@@ -1,0 +1,1 @@
+"""Training recipes: compressor, mixed traces, LoRA fine-tuning (``lm-latent train``)."""

@@ -1,0 +1,169 @@
+"""Stage 2: LoRA fine-tuning of the base LM on mixed traces (or plain CoT for rate 0).
+
+LoRA on all linear layers plus trainable rows for the new tokens only (PEFT's
+``trainable_token_indices``, via :func:`lm_latent.adapter.lora_config`), loss on the response
+(prompt masked), the HF ``Trainer`` for the loop: progress bars, checkpoints every
+``save_steps``, resume from the last checkpoint after a kill, ``accelerate launch`` for DDP /
+FSDP / DeepSpeed. The data order is fixed by the seed and read sequentially, so a resumed run
+sees the same batches as an uninterrupted one and ends with the same adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from transformers import TrainerCallback
+
+from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, PadCollator
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stage stopped early on purpose (``--stop-at-step``); its checkpoint is on disk: rerun to resume."""
+
+
+class StopAtStep(TrainerCallback):
+    """Stop a stage when it reaches optimizer step ``step``, saving a checkpoint there.
+
+    Simulates a kill at a known point (tests, time-limited jobs). A stage that resumes past
+    ``step`` never meets it again and runs to the end.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.triggered = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            self.triggered = True
+        return control
+
+
+@dataclass
+class FinetuneConfig:
+    """LoRA fine-tuning recipe. Defaults: Llama-3.2-3B on one 80 GB GPU, MetaMathQA, 1 epoch.
+
+    Effective batch 64 (8 x 8 accumulation), lr 1e-4 cosine with 3% warmup, bf16 with
+    gradient checkpointing on CUDA, sequences up to 1024 tokens (MetaMathQA responses are
+    far shorter).
+    """
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    grad_accum: int = 8
+    epochs: int = 1
+    max_steps: int = -1
+    warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_seq_len: int = 1024
+    bf16: bool | None = None  # None: on when a bf16-capable GPU is present
+    gradient_checkpointing: bool | None = None  # None: on with CUDA
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 2
+    seed: int = 0
+    strategy: str = "left_to_right"
+    schedule: tuple[int, ...] = field(default=DEFAULT_SCHEDULE)
+
+
+def init_new_rows(model, first_new: int) -> None:
+    """Start every added token at the mean of the base embeddings (a neutral, in-distribution point)."""
+    import torch
+
+    with torch.no_grad():
+        layers = [model.get_input_embeddings()]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not layers[0].weight:
+            layers.append(out)
+        for layer in layers:
+            w = layer.weight
+            if w.shape[0] > first_new:
+                w[first_new:] = w[:first_new].float().mean(0).to(w.dtype)
+
+
+def load_for_training(base: str, tokenizer, latent_config, config: FinetuneConfig):
+    """Base model -> resized, new rows initialised -> PEFT model with LoRA + new-token rows."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from lm_latent.adapter import has_tied_embeddings, lora_config, resize_for_tokenizer
+
+    from lm_latent.training.train_compressor import auto_bf16
+
+    set_seed(config.seed)
+    dtype = torch.bfloat16 if auto_bf16(config.bf16) else torch.float32
+    logger.info("loading base model %s (%s) for fine-tuning", base, dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    resize_for_tokenizer(model, len(tokenizer))
+    init_new_rows(model, latent_config.base_vocab_size)
+    tied = has_tied_embeddings(model)
+    peft_config = lora_config(latent_config, tied=tied, r=config.lora_r, alpha=config.lora_alpha,
+                              dropout=config.lora_dropout)
+    peft_model = get_peft_model(model, peft_config)
+    return peft_model, tied
+
+
+def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps: int | None = None,
+                       progress: bool = True):
+    import torch
+    from transformers import TrainingArguments
+
+    from lm_latent.training.train_compressor import auto_bf16
+
+    steps = config.max_steps
+    if max_steps is not None and max_steps > 0:
+        steps = max_steps if steps <= 0 else min(steps, max_steps)
+    cuda = torch.cuda.is_available()
+    checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, num_train_epochs=1, max_steps=steps if steps > 0 else -1,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup, logging_steps=config.logging_steps,
+        logging_first_step=True, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, bf16=auto_bf16(config.bf16), seed=config.seed,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        report_to="none", remove_unused_columns=False, train_sampling_strategy="sequential",
+        dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not cuda, label_names=["labels"])
+
+
+def build_trainer(model, dataset, pad_token_id: int, config: FinetuneConfig, output_dir: str | Path,
+                  max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True):
+    """The fine-tuning ``Trainer`` (also used by ``benchmarks/bench_training.py``)."""
+    from transformers import Trainer
+
+    args = training_arguments(config, output_dir, max_steps=max_steps, progress=progress)
+    return Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
+                   callbacks=list(callbacks))
+
+
+def finetune(peft_model, dataset, pad_token_id: int, config: FinetuneConfig, work_dir: str | Path,
+             max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True) -> dict:
+    """Train (resuming from the last checkpoint in ``work_dir/checkpoints``); returns metrics."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = Path(work_dir) / "checkpoints"
+    trainer = build_trainer(peft_model, dataset, pad_token_id, config, ckpt, max_steps=max_steps,
+                            callbacks=callbacks, progress=progress)
+    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    if last:
+        logger.info("fine-tuning: resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    if any(getattr(cb, "triggered", False) for cb in callbacks):
+        raise TrainingInterrupted(f"fine-tuning stopped at step {trainer.state.global_step}; "
+                                  f"checkpoint in {ckpt}")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"final_loss": losses[-1] if losses else result.training_loss, "steps": trainer.state.global_step,
+            "train_samples": len(dataset)}
