@@ -1,0 +1,248 @@
+"""The demo's pieces: the synthetic problem generator, the tiny base pretraining, the demo driver."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_latent.training import synthetic
+
+_EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+
+
+# --- generator ------------------------------------------------------------------------------------------
+
+def test_generator_is_seeded_and_deterministic():
+    assert synthetic.generate(40, seed=3) == synthetic.generate(40, seed=3)
+    assert synthetic.generate(40, seed=3) != synthetic.generate(40, seed=4)
+    a_train, a_test = synthetic.split(200, 30, seed=1)
+    b_train, b_test = synthetic.split(200, 30, seed=1)
+    assert (a_train, a_test) == (b_train, b_test)
+
+
+def test_train_and_test_share_no_problem():
+    train, test = synthetic.split(3000, 300, seed=0)
+    train_q = {r["question"] for r in train}
+    test_q = {r["question"] for r in test}
+    assert len(train_q) == 3000 and len(test_q) == 300  # distinct within each split
+    assert not train_q & test_q
+
+
+def test_answers_are_the_arithmetic():
+    for row in synthetic.generate(500, seed=7):
+        trace, final = row["answer"].rsplit("\n#### ", 1)
+        assert int(final) == row["value"] >= 0
+        eqs = [tuple(map(lambda t: int(t) if t.isdigit() else t, m)) for m in _EQ.findall(trace)]
+        assert len(eqs) == row["steps"] and 2 <= row["steps"] <= 4
+        for a, op, b, c in eqs:
+            assert _apply(a, op, b) == c, (a, op, b, c)
+            if op == "/":
+                assert a % b == 0
+            assert c >= 0
+        assert eqs[-1][3] == row["value"]
+        # each step combines given numbers or results of earlier steps: the chain is grounded
+        known = {int(n) for n in re.findall(r"\d+", row["question"])}
+        known |= {2} if "doubles" in row["question"] else set()
+        known |= {3} if "triples" in row["question"] else set()
+        for a, _, b, c in eqs:
+            assert a in known and b in known, (row["question"], trace)
+            known.add(c)
+        assert [list(e) for e in eqs] == row["equations"]
+
+
+def test_steps_cover_two_to_four_and_all_step_kinds():
+    rows = synthetic.generate(600, seed=2)
+    assert {r["steps"] for r in rows} == {2, 3, 4}
+    ops = {op for r in rows for _, op, _, _ in r["equations"]}
+    assert ops == {"+", "-", "*", "/"}
+
+
+def test_traces_read_like_chain_of_thought():
+    """The trace restates every given number before it computes anything (what latents compress)."""
+    for row in synthetic.generate(200, seed=5):
+        trace = row["answer"].rsplit("\n####", 1)[0]
+        head, _, rest = trace.partition("We need to find")
+        assert rest, trace
+        for number in re.findall(r"\d+", row["question"]):
+            assert re.search(rf"(?<!\d){number}(?!\d)", head), (number, row["question"], head)
+        assert "=" not in head  # no arithmetic in the restatement
+        assert len(trace.split()) > 3 * len(_EQ.findall(trace)) * 3  # words around the numbers
+
+
+def test_write_dataset_layout_skip_and_real_task_loader(tmp_path):
+    from lm_latent.tasks.benchmarks import load_docs
+
+    paths = synthetic.write_dataset(tmp_path, n_train=50, n_test=10, seed=0)
+    assert paths["train"] == tmp_path / "gsm8k" / "train.jsonl"
+    assert paths["test"] == tmp_path / "gsm8k" / "test.jsonl"
+    meta = json.loads(paths["meta"].read_text())
+    assert meta["n_train"] == 50 and meta["n_test"] == 10
+    mtime = paths["train"].stat().st_mtime_ns
+    synthetic.write_dataset(tmp_path, n_train=50, n_test=10, seed=0)
+    assert paths["train"].stat().st_mtime_ns == mtime  # finished: not rewritten
+    rows = synthetic.read_jsonl(paths["test"])
+    assert set(rows[0]) == {"question", "answer"}
+    docs = load_docs("gsm8k", tmp_path)  # the plugin's gsm8k task reads it like shared/data
+    assert [d["answer"] for d in docs] == [r["answer"].rsplit("#### ", 1)[1] for r in rows]
+    assert synthetic.main(["--out", str(tmp_path / "cli"), "--train", "20", "--test", "5"]) == 0
+    assert len(synthetic.read_jsonl(tmp_path / "cli" / "gsm8k" / "test.jsonl")) == 5
+
+
+def test_traces_parse_through_training_data():
+    from lm_latent.training.data import examples_from_rows
+
+    rows = [synthetic.gsm8k_row(r) for r in synthetic.generate(50, seed=9)]
+    examples = examples_from_rows(rows, "synthetic")
+    assert len(examples) == 50
+    for ex, row in zip(examples, synthetic.generate(50, seed=9)):
+        assert ex.solution == f"The answer is: {row['value']}"
+        assert "####" not in ex.trace and ex.trace.startswith(("Let's", "First"))
+        assert ex.query == row["question"]
+
+
+# --- tokenizer and base pretraining ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo_data")
+    synthetic.write_dataset(out, n_train=96, n_test=6, seed=0)
+    return out
+
+
+def test_tokenizer_splits_digits_and_roundtrips(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lm_latent.training.data import examples_from_rows
+    from lm_latent.training.pretrain_base import BOS, EOS, train_tokenizer
+
+    rows = [synthetic.gsm8k_row(r) for r in synthetic.generate(200, seed=1)]
+    texts = [ex.text for ex in examples_from_rows(rows)]
+    train_tokenizer(texts, tmp_path, vocab_size=512)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok.bos_token == BOS and tok.eos_token == EOS and tok.pad_token is None
+    ids = tok(texts[0])["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == texts[0]
+    pieces = tok.convert_ids_to_tokens(tok("Sam has 347 beads.", add_special_tokens=False)["input_ids"])
+    digits = [p for p in pieces if any(ch.isdigit() for ch in p)]
+    assert digits == ["Ġ3", "4", "7"]
+    assert "Ġhas" in pieces and "Ġbeads" in pieces  # words are whole tokens, not bytes
+
+
+def _tiny_cfg(**kw):
+    from lm_latent.training.pretrain_base import PretrainConfig
+
+    base = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
+                vocab_size=400, max_steps=4, batch_size=8, save_steps=2, logging_steps=1, threads=1)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def test_pretrain_base_tiny_saves_a_plain_checkpoint_and_resumes(demo_data, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_latent.prompts import format_prompt
+    from lm_latent.training.pretrain_base import DONE_NAME, PretrainInterrupted, is_finished, pretrain
+
+    train = demo_data / "gsm8k" / "train.jsonl"
+    out = tmp_path / "base"
+    with pytest.raises(PretrainInterrupted):
+        pretrain(train, out, _tiny_cfg(), progress=False, stop_at_step=2)
+    assert not is_finished(out) and list((out / ".work" / "checkpoints").glob("checkpoint-2"))
+    with pytest.raises(ValueError, match="other settings"):  # never mixes two runs
+        pretrain(train, out, _tiny_cfg(max_steps=5), progress=False)
+    record = pretrain(train, out, _tiny_cfg(), progress=False)
+    assert record["resumed_from"].endswith("checkpoint-2") and record["steps"] == 4
+    assert math.isfinite(record["final_loss"]) and record["seconds_per_step"] > 0
+    assert is_finished(out) and (out / DONE_NAME).is_file() and (out / "model.safetensors").is_file()
+    assert not (out / ".work").exists() and not list(out.glob("*.bin"))
+    assert pretrain(train, out, _tiny_cfg(), progress=False) == record  # finished: skipped
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.config.model_type == "llama" and model.config.tie_word_embeddings
+    assert model.config.max_position_embeddings >= 4096
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+    ids = tok(format_prompt("Ann has 3 apples."), return_tensors="pt")
+    with torch.no_grad():
+        gen = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert gen.shape[1] <= ids["input_ids"].shape[1] + 5
+
+
+def test_pretrained_base_goes_through_init_adapter_and_greedy_eval(demo_data, tmp_path):
+    from lm_latent.init_adapter import init_adapter
+    from lm_latent.latent_config import LatentConfig
+    from lm_latent.training.pretrain_base import greedy_eval, pretrain
+
+    out = tmp_path / "base"
+    pretrain(demo_data / "gsm8k" / "train.jsonl", out, _tiny_cfg(max_steps=2), progress=False)
+    init_adapter(str(out), 0, 0, tmp_path / "adapters" / "rate0")
+    cfg = LatentConfig.from_pretrained(tmp_path / "adapters" / "rate0")
+    assert cfg.rate == 0 and cfg.base_fingerprint["model_type"] == "llama"
+    rows = synthetic.read_jsonl(demo_data / "gsm8k" / "test.jsonl")[:3]
+    res = greedy_eval(out, rows, batch_size=2, max_new_tokens=6, progress=False)
+    assert res["n"] == 3 and 0.0 <= res["accuracy"] <= 1.0 and 1 <= res["gen_tokens"] <= 6
+    assert len(res["generations"]) == 3
+
+
+# --- demo driver ----------------------------------------------------------------------------------------
+
+def test_demo_plans_and_command_lines(tmp_path):
+    from lm_latent import demo
+    from lm_latent.training.train import build_parser
+
+    assert demo.QUICK.rates[0] == 0 and demo.FULL.rates[0] == 0 and len(demo.FULL.rates) >= 3
+    paths = demo._paths(tmp_path)
+    for plan in (demo.QUICK, demo.FULL):
+        for rate in plan.rates:
+            args = build_parser().parse_args(demo.train_argv(plan, paths, rate))  # train accepts every flag
+            assert args.base == str(paths["base"]) and args.max_steps == plan.finetune_steps
+        argv = demo.sweep_argv(plan, paths)
+        assert argv[argv.index("--rates") + 1] == ",".join(map(str, plan.rates))
+        assert f"data_dir={paths['data']}" in argv
+
+
+def test_demo_first_stages_and_resume(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from lm_latent import demo
+
+    plan = replace(demo.QUICK, n_train=64, n_test=4, base_steps=2, base_batch=8)
+    monkeypatch.setattr(demo, "base_config", lambda p: _tiny_cfg(max_steps=p.base_steps, batch_size=p.base_batch))
+    demo.run_demo(tmp_path, plan, progress=False, stop_after="base")
+    state = json.loads((tmp_path / demo.STATE_FILE).read_text())
+    assert set(state["stages"]) == {"data", "base"}
+    assert (tmp_path / "base" / "pretrain.json").is_file() and (tmp_path / "data" / "gsm8k" / "test.jsonl").is_file()
+    demo.run_demo(tmp_path, plan, progress=False, stop_after="base")  # rerun: both stages skipped
+    assert json.loads((tmp_path / demo.STATE_FILE).read_text())["stages"] == state["stages"]
+    with pytest.raises(ValueError, match="another plan"):
+        demo.run_demo(tmp_path, replace(plan, n_test=5), progress=False, stop_after="base")
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    import subprocess
+
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "lm_latent.cli", "demo", "--quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = (out / "report.md").read_text()
+    assert "Results" in report and "rate" in report
+    assert (out / "results" / "chart.png").is_file() and (out / "results" / "results.csv").is_file()
+    for rate in (0, 16):
+        assert (out / "adapters" / f"rate{rate}" / "latent.json").is_file()
+    # rerun: every stage is skipped
+    proc = subprocess.run([sys.executable, "-m", "lm_latent.cli", "demo", "--quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "skipped" in proc.stderr
