@@ -182,3 +182,37 @@ def test_trained_adapter_runs_in_lm_eval(trained: Path, tiny_base: Path, tmp_pat
     assert {"acc,none", "gen_tokens,none", "latent_tokens,none"} <= set(res)
     assert 1 <= res["gen_tokens,none"] <= 16
     assert out["config"]["latent_rate"] == 4
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(tmp_path: Path, tiny_base: Path, gsm_jsonl: Path):
+    """``accelerate launch`` with 2 gloo processes on CPU trains one adapter, written once, that loads.
+
+    ``--cpu`` makes accelerate start a single process (or use mpirun); on a machine without GPUs,
+    ``--multi_gpu`` is the launcher that starts torchrun workers, which then join a gloo group.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("accelerate's console script is not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "lm_latent.training.train", *_args(tiny_base, gsm_jsonl, tmp_path, 4, 8)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert proc.stdout.count("wrote ") == 1  # the main process alone writes and reports
+
+    from lm_latent.adapter import check_adapter
+    from lm_latent.model import LatentLM
+
+    out = tmp_path / "rate4"
+    cfg = check_adapter(out, rate=4)
+    assert cfg.training["num_processes"] == 2 and cfg.metrics["finetune_steps"] == 8
+    assert not (tmp_path / ".work").exists()
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(out), device="cpu", max_gen_toks=4)
+    assert lm.model.get_input_embeddings().weight.shape[0] == cfg.vocab_size

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,30 +78,34 @@ def _record(cfg: TrainConfig) -> dict:
     return rec
 
 
-def _check_work_dir(cfg: TrainConfig) -> None:
-    """A work directory resumes only the run that made it: other settings would mix two runs."""
+def _check_work_dir(cfg: TrainConfig, writer: bool = True) -> None:
+    """A work directory resumes only the run that made it: other settings would mix two runs.
+
+    Every process checks; only the ``writer`` (the main process) deletes or records.
+    """
     from lm_latent.fileio import write_json_atomic
 
     work = cfg.work
-    if cfg.restart and work.exists():
+    if cfg.restart and work.exists() and writer:
         logger.info("--restart: removing %s", work)
         shutil.rmtree(work)
     path = work / RUN_RECORD
     rec = _record(cfg)
-    if path.is_file():
+    if path.is_file() and (writer or not cfg.restart):
         old = json.loads(path.read_text(encoding="utf-8"))
         if old != rec:
             diff = sorted(k for k in set(old) | set(rec) if old.get(k) != rec.get(k))
             raise ValueError(f"{work} holds checkpoints of a run with different settings (differs in {diff}). "
                              f"Rerun with the same settings to resume, or pass --restart to start over.")
         logger.info("resuming the run in %s", work)
-    else:
+    elif writer:
         write_json_atomic(path, rec)
 
 
 def run(cfg: TrainConfig) -> Path:
     """Train and save one adapter; returns its directory."""
     import torch
+    from accelerate import PartialState
     from transformers import AutoTokenizer
 
     from lm_latent.adapter import save_adapter
@@ -121,7 +126,9 @@ def run(cfg: TrainConfig) -> Path:
         LatentConfig(rate=rate, chunk_len=chunk_len, codebook_size=codebook_size, base_model=cfg.base,
                      base_vocab_size=0, vocab_size=0)  # validates chunk_len % rate and codebook_size
         MixConfig(chunk_len=chunk_len, strategy=cfg.finetune.strategy, schedule=cfg.finetune.schedule)
-    _check_work_dir(cfg)
+    state = PartialState()  # joins the process group under ``accelerate launch``; a no-op otherwise
+    _check_work_dir(cfg, writer=state.is_main_process)
+    state.wait_for_everyone()
 
     logger.info("loading tokenizer of base model %s", cfg.base)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
@@ -170,6 +177,7 @@ def run(cfg: TrainConfig) -> Path:
     latent_config.training = {
         "data": str(cfg.data), "split": cfg.split, "limit": cfg.limit, "samples": len(samples),
         "recipe": "lm-latent train", "lm_latent_version": __version__, "max_steps": cfg.max_steps,
+        "num_processes": state.num_processes,
         "strategy": cfg.finetune.strategy if rate else None,
         "schedule": list(cfg.finetune.schedule) if rate else None,
         "finetune": {**asdict(cfg.finetune), "schedule": list(cfg.finetune.schedule)},
@@ -186,10 +194,14 @@ def run(cfg: TrainConfig) -> Path:
                         "compressor_steps": comp_metrics.get("steps"),
                         "compressor_eval_chunks": comp_metrics.get("eval_chunks")})
     latent_config.metrics = metrics
-    out = save_adapter(target, peft_model, tokenizer, latent_config, compressor=compressor, overwrite=cfg.overwrite)
+    state = PartialState()
+    if state.is_main_process:  # one writer under ``accelerate launch``; the others wait for it
+        save_adapter(target, peft_model, tokenizer, latent_config, compressor=compressor, overwrite=cfg.overwrite)
+    state.wait_for_everyone()
+    out = target
     logger.info("wrote adapter %s (%s)", out, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                                                          if isinstance(v, float)))
-    if not cfg.keep_work:
+    if not cfg.keep_work and state.is_main_process:
         shutil.rmtree(cfg.work, ignore_errors=True)
         parent = cfg.work.parent
         if parent.name == ".work" and parent.is_dir() and not any(parent.iterdir()):
@@ -275,8 +287,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    main_process = os.environ.get("RANK", "0") == "0"  # under ``accelerate launch``: one process talks
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args)
         out = run(cfg)
@@ -285,5 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FileExistsError, FileNotFoundError, ValueError, AdapterError) as exc:
         p.exit(2, f"lm-latent train: error: {exc}\n")
-    print(f"wrote {out}")
+    if main_process:
+        print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

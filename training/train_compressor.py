@@ -235,6 +235,7 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
     and ``metrics.json`` (written atomically, so its presence means "done").
     """
     import torch
+    from accelerate import PartialState
     from transformers import TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -301,7 +302,10 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
                 metrics.get("trace_recon_accuracy", float("nan")),
                 metrics.get("recon_exact_chunks", float("nan")), metrics.get("codebook_usage", float("nan")),
                 metrics.get("codebook_perplexity", float("nan")), codebook_size)
-    with atomic_directory(final, overwrite=True) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        write_json_atomic(tmp / METRICS_FILE, metrics)
+    state = PartialState()
+    if state.is_main_process:  # under ``accelerate launch`` every process holds the same model
+        with atomic_directory(final, overwrite=True) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            write_json_atomic(tmp / METRICS_FILE, metrics)
+    state.wait_for_everyone()
     return model, metrics
