@@ -21,6 +21,17 @@ def _offline_hf_home(tmp_path_factory):
     os.environ.setdefault("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core box: one OpenMP thread is ~10x faster than two fighting."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -12,13 +12,7 @@ torch = pytest.importorskip("torch")
 from lm_latent.compressor import LatentCompressor, LatentCompressorConfig, code_stats  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one OpenMP thread is ~10x faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(rate: int = 4, chunk_len: int | None = None, codebook_size: int = 32, **kw) -> LatentCompressor:

@@ -14,13 +14,7 @@ from lm_latent.training.train import EXIT_INTERRUPTED, main  # noqa: E402
 N_SAMPLES = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one OpenMP thread is ~10x faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
