@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -229,21 +228,6 @@ def _eval_seconds(results_dir: Path, rate: int) -> float:
         return math.nan
 
 
-_GEN_BAR = re.compile(r"Generating \(latent, rate=\d+\): 100%\|[^|]*\| \d+/\d+ \[(?:(\d+):)?(\d+):(\d+)<")
-
-
-def _generation_seconds(results_dir: Path, rate: int) -> float:
-    """Wall time of the generation loop alone, read from the final progress bar in ``lm_eval.log``."""
-    log = results_dir / f"rate{rate}" / "lm_eval.log"
-    if not log.is_file():
-        return math.nan
-    found = _GEN_BAR.findall(log.read_text(encoding="utf-8", errors="replace"))
-    if not found:
-        return math.nan
-    h, m, sec = found[-1]
-    return 3600 * int(h or 0) + 60 * int(m) + int(sec)
-
-
 def _fmt(v, spec: str = ".1f", pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "n/a"
@@ -285,7 +269,7 @@ def build_report(plan: DemoPlan, paths: dict, state: _State) -> str:
         lines.append("| " + " | ".join([
             "0 (CoT)" if rate == 0 else str(rate), _fmt(r.avg_accuracy if r else None, pct=True),
             _fmt(r.avg_gen_tokens if r else None), _fmt(r.avg_latent_usage if r else None, pct=True),
-            _fmt(lat_tok, ".2f"), _fmt(_generation_seconds(paths["results"], rate), ".0f"),
+            _fmt(lat_tok, ".2f"), _fmt(r.generation_seconds if r else None, ".1f"),
             _fmt(_eval_seconds(paths["results"], rate), ".0f"),
             _fmt(m.get("codebook_usage"), ".2f"),
             f"{_fmt(m.get('recon_accuracy'), pct=True)} / {_fmt(m.get('trace_recon_accuracy'), pct=True)}",
@@ -299,8 +283,8 @@ def build_report(plan: DemoPlan, paths: dict, state: _State) -> str:
                 and r.avg_gen_tokens <= 0.83 * b.avg_gen_tokens]
         if hits:
             best = min(hits, key=lambda r: r.avg_gen_tokens)
-            g0, g1 = (_generation_seconds(paths["results"], r) for r in (0, best.rate))
-            wall = (f"; generation wall time {g1:.0f} s vs {g0:.0f} s ({100 * (g1 / g0 - 1):+.0f}%)"
+            g0, g1 = b.generation_seconds, best.generation_seconds
+            wall = (f"; generation wall time {g1:.1f} s vs {g0:.1f} s ({100 * (g1 / g0 - 1):+.0f}%)"
                     if g0 == g0 and g1 == g1 and g0 > 0 else "")
             lines.append(f"Met at rate {best.rate}: accuracy {100 * best.avg_accuracy:.1f}% vs {100 * b.avg_accuracy:.1f}% "
                          f"(CoT) with {100 * (1 - best.avg_gen_tokens / b.avg_gen_tokens):.1f}% fewer generated "
@@ -310,8 +294,10 @@ def build_report(plan: DemoPlan, paths: dict, state: _State) -> str:
                          f"{b.avg_gen_tokens:.1f}). Trade-offs per rate:")
             for rate, r in sorted(rows.items()):
                 if rate:
+                    time = (f", {100 * (r.generation_seconds / b.generation_seconds - 1):+.1f}% generation time"
+                            if b.generation_seconds > 0 else "")
                     lines.append(f"- rate {rate}: {100 * (r.avg_accuracy - b.avg_accuracy):+.1f} points, "
-                                 f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens")
+                                 f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {info['seconds']} |" for name, info in stages.items()]
     lines += ["", "Rerun `lm-latent demo" + (" --quick" if plan.name == "quick" else "") + f" --out {paths['report'].parent}` "

@@ -8,6 +8,7 @@ batches. Every generation carries its exact ``gen_tokens`` and ``latent_tokens``
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from lm_eval.api.registry import register_model
@@ -66,6 +67,7 @@ class LatentLM(HFLM):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._max_gen_toks = int(max_gen_toks)
+        self._generation_seconds = 0.0  # wall time inside generate_until, reported in the results JSON
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs)
@@ -83,7 +85,8 @@ class LatentLM(HFLM):
         info = super().get_model_info()
         info.update(latent_rate=self.rate, latent_adapter=str(self.adapter_path),
                     latent_codebook_size=self.latent_config.codebook_size,
-                    latent_chunk_len=self.latent_config.chunk_len)
+                    latent_chunk_len=self.latent_config.chunk_len,
+                    latent_generation_seconds=round(self._generation_seconds, 3))
         return info
 
     def _eos_ids(self) -> set[int]:
@@ -112,6 +115,7 @@ class LatentLM(HFLM):
                            group_fn=lambda x: x[1])
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         results = []
+        start = time.perf_counter()
         pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
                     desc=f"Generating (latent, rate={self.rate})")
         for chunk in reorder.get_batched(n=batch_size):
@@ -135,4 +139,5 @@ class LatentLM(HFLM):
                 self.cache_hook.add_partial("generate_until", (context, all_kwargs[0]), text)
                 pbar.update(1)
         pbar.close()
+        self._generation_seconds += time.perf_counter() - start
         return reorder.get_original(results)

@@ -26,6 +26,7 @@ class RateRow:
     gen_tokens: dict[str, float] = field(default_factory=dict)
     latent_usage: dict[str, float] = field(default_factory=dict)
     latent_tokens: dict[str, float] = field(default_factory=dict)
+    generation_seconds: float = math.nan  # wall time of generation, all tasks (latent model only)
     source: str = ""
 
     @property
@@ -59,7 +60,8 @@ def latest_results_json(folder: str | Path) -> Path | None:
 def row_from_results(rate: int, path: str | Path) -> RateRow:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     groups = set(data.get("groups", {})) | set(GROUPS)
-    row = RateRow(rate=rate, source=str(path))
+    seconds = data.get("config", {}).get("latent_generation_seconds")
+    row = RateRow(rate=rate, source=str(path), generation_seconds=math.nan if seconds is None else float(seconds))
     for task, metrics in data["results"].items():
         if task in groups or "acc,none" not in metrics:
             continue
@@ -88,19 +90,24 @@ def _fmt(value: float, pct: bool = False) -> str:
     return f"{100 * value:.1f}" if pct else f"{value:.1f}"
 
 
+def _ratio(value: float, base: float) -> float:
+    return value / base if base and base == base else math.nan
+
+
 def table_rows(rows: list[RateRow]) -> tuple[list[str], list[list[str]]]:
     tasks = sorted({t for r in rows for t in r.tasks})
     base = next((r for r in rows if r.rate == 0), None)
     header = ["rate", *[f"{t} acc %" for t in tasks], "average acc %", "mean gen tokens",
-              "latent usage %", "tokens vs rate 0"]
+              "latent usage %", "tokens vs rate 0", "generation s", "time vs rate 0"]
     body = []
     for r in rows:
-        ratio = (r.avg_gen_tokens / base.avg_gen_tokens if base and base.avg_gen_tokens
-                 and base.avg_gen_tokens == base.avg_gen_tokens else math.nan)
+        ratio = _ratio(r.avg_gen_tokens, base.avg_gen_tokens if base else math.nan)
+        time_ratio = _ratio(r.generation_seconds, base.generation_seconds if base else math.nan)
         body.append(["0 (CoT)" if r.rate == 0 else str(r.rate),
                      *[_fmt(r.accuracy.get(t, math.nan), pct=True) for t in tasks],
                      _fmt(r.avg_accuracy, pct=True), _fmt(r.avg_gen_tokens), _fmt(r.avg_latent_usage, pct=True),
-                     "n/a" if ratio != ratio else f"{ratio:.3f}"])
+                     "n/a" if ratio != ratio else f"{ratio:.3f}", _fmt(r.generation_seconds),
+                     "n/a" if time_ratio != time_ratio else f"{time_ratio:.3f}"])
     return header, body
 
 

@@ -85,6 +85,7 @@ def test_simple_evaluate_reports_accuracy_and_exact_token_counts(kind, adapters,
         assert res["gen_tokens,none"] == pytest.approx(sum(s["gen_tokens"] for s in samples) / 2)
     assert out["config"]["model_args"]["rate"] == 4
     assert out["config"]["latent_rate"] == 4
+    assert out["config"]["latent_generation_seconds"] > 0  # measured, for the time-vs-tokens comparison
 
 
 def test_plugin_args_do_not_leak_into_from_pretrained(adapters, tiny_base):

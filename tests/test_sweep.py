@@ -37,7 +37,8 @@ def test_sweep_reports_a_failed_rate_continues_and_resumes(tmp_path, tiny_base, 
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["rate"] for r in rows] == ["0 (CoT)", "4"]
-    assert rows[0]["tokens vs rate 0"] == "1.000"
+    assert rows[0]["tokens vs rate 0"] == "1.000" and rows[0]["time vs rate 0"] == "1.000"
+    assert all(float(r["generation s"]) > 0 for r in rows)
     for r in rows:
         accs = [float(r["gsm8k acc %"]), float(r["math acc %"])]
         assert float(r["average acc %"]) == pytest.approx(sum(accs) / 2, abs=0.051)
