@@ -17,7 +17,7 @@ Stages (each one skipped when rerun after it finished, so an interrupted demo co
                 latent statistics, and whether a rate matched the baseline with fewer tokens.
 
 ``--quick`` (about 5 minutes on 2 cores) only proves that the pipeline runs end to end; the
-full run (about 30 minutes) is the miniature of the paper's rate sweep.
+full run (about 32 minutes) is the miniature of the paper's rate sweep.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class DemoPlan:
     extra_train_args: tuple[str, ...] = field(default_factory=tuple)
 
 
-FULL = DemoPlan(name="full", n_train=30000, n_test=300, base_steps=800, base_batch=32, base_lr=3e-3,
+FULL = DemoPlan(name="full", n_train=30000, n_test=300, base_steps=2400, base_batch=32, base_lr=3e-3,
                 rates=(0, 4, 8, 16), finetune_steps=200, compressor_steps=200)
 QUICK = DemoPlan(name="quick", n_train=4000, n_test=60, base_steps=60, base_batch=32, base_lr=3e-3,
                  rates=(0, 16), finetune_steps=20, compressor_steps=20, codebook_size=64, max_gen_toks=200)
