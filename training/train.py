@@ -194,7 +194,6 @@ def run(cfg: TrainConfig) -> Path:
                         "compressor_steps": comp_metrics.get("steps"),
                         "compressor_eval_chunks": comp_metrics.get("eval_chunks")})
     latent_config.metrics = metrics
-    state = PartialState()
     if state.is_main_process:  # one writer under ``accelerate launch``; the others wait for it
         save_adapter(target, peft_model, tokenizer, latent_config, compressor=compressor, overwrite=cfg.overwrite)
     state.wait_for_everyone()
