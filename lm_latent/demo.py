@@ -124,10 +124,11 @@ def _paths(out: Path) -> dict[str, Path]:
 # --- stages -----------------------------------------------------------------------------------------------
 
 def stage_data(plan: DemoPlan, paths: dict) -> dict:
-    from lm_latent.training.synthetic import read_jsonl, write_dataset
+    from lm_latent.training.data import read_rows
+    from lm_latent.training.synthetic import write_dataset
 
     write_dataset(paths["data"], plan.n_train, plan.n_test, plan.seed)
-    example = read_jsonl(paths["test"])[0]
+    example = read_rows(paths["test"])[0]
     _say(f"held-out example:\n  Q: {example['question']}\n  A: {example['answer']}")
     return {"n_train": plan.n_train, "n_test": plan.n_test}
 
@@ -228,14 +229,8 @@ def _eval_seconds(results_dir: Path, rate: int) -> float:
         return math.nan
 
 
-def _fmt(v, spec: str = ".1f", pct: bool = False) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "n/a"
-    return format(100 * v if pct else v, spec)
-
-
 def build_report(plan: DemoPlan, paths: dict, state: _State) -> str:
-    from lm_latent.report import collect
+    from lm_latent.report import _fmt, collect
 
     rows = {r.rate: r for r in collect(paths["results"])}
     stages = state.data["stages"]

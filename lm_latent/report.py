@@ -84,10 +84,11 @@ def collect(results_dir: str | Path) -> list[RateRow]:
     return sorted(rows, key=lambda r: r.rate)
 
 
-def _fmt(value: float, pct: bool = False) -> str:
-    if value != value:
+def _fmt(value: float | None, spec: str = ".1f", pct: bool = False) -> str:
+    """A table cell: ``n/a`` for a missing or NaN value, else ``value`` (x100 with ``pct``) in ``spec``."""
+    if value is None or value != value:
         return "n/a"
-    return f"{100 * value:.1f}" if pct else f"{value:.1f}"
+    return format(100 * value if pct else value, spec)
 
 
 def _ratio(value: float, base: float) -> float:

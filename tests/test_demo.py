@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lm_latent.training import synthetic
+from lm_latent.training.data import read_rows
 
 _EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 
@@ -89,12 +90,12 @@ def test_write_dataset_layout_skip_and_real_task_loader(tmp_path):
     mtime = paths["train"].stat().st_mtime_ns
     synthetic.write_dataset(tmp_path, n_train=50, n_test=10, seed=0)
     assert paths["train"].stat().st_mtime_ns == mtime  # finished: not rewritten
-    rows = synthetic.read_jsonl(paths["test"])
+    rows = read_rows(paths["test"])
     assert set(rows[0]) == {"question", "answer"}
     docs = load_docs("gsm8k", tmp_path)  # the plugin's gsm8k task reads it like shared/data
     assert [d["answer"] for d in docs] == [r["answer"].rsplit("#### ", 1)[1] for r in rows]
     assert synthetic.main(["--out", str(tmp_path / "cli"), "--train", "20", "--test", "5"]) == 0
-    assert len(synthetic.read_jsonl(tmp_path / "cli" / "gsm8k" / "test.jsonl")) == 5
+    assert len(read_rows(tmp_path / "cli" / "gsm8k" / "test.jsonl")) == 5
 
 
 def test_traces_parse_through_training_data():
@@ -189,7 +190,7 @@ def test_pretrained_base_goes_through_init_adapter_and_greedy_eval(demo_data, tm
     init_adapter(str(out), 0, 0, tmp_path / "adapters" / "rate0")
     cfg = LatentConfig.from_pretrained(tmp_path / "adapters" / "rate0")
     assert cfg.rate == 0 and cfg.base_fingerprint["model_type"] == "llama"
-    rows = synthetic.read_jsonl(demo_data / "gsm8k" / "test.jsonl")[:3]
+    rows = read_rows(demo_data / "gsm8k" / "test.jsonl")[:3]
     res = greedy_eval(out, rows, batch_size=2, max_new_tokens=6, progress=False)
     assert res["n"] == 3 and 0.0 <= res["accuracy"] <= 1.0 and 1 <= res["gen_tokens"] <= 6
     assert len(res["generations"]) == 3

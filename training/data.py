@@ -98,7 +98,9 @@ def split_response(query: str, response: str) -> Example | None:
     return None
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``.jsonl`` (one object per line) or ``.json`` (a list) file."""
+    path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         rows = json.loads(text)
@@ -157,7 +159,7 @@ def load_examples(source: str | os.PathLike, split: str = "train", limit: int | 
     path = Path(source).expanduser()
     if path.is_file():
         logger.info("loading training data from file %s", path)
-        return examples_from_rows(_read_rows(path), str(path), query_field, response_field, limit)
+        return examples_from_rows(read_rows(path), str(path), query_field, response_field, limit)
     if path.exists():
         raise ValueError(f"{source} is not a file: give a .jsonl/.json file or a hub dataset id")
     if str(source).endswith((".json", ".jsonl")):

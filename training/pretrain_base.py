@@ -206,7 +206,7 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
     :class:`PretrainInterrupted` (tests and time-boxed runs).
     """
     import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
     from lm_latent.fileio import write_json_atomic
     from lm_latent.training.data import load_examples, tokenize_examples
@@ -391,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"pretrain_base: error: {exc}\n")
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=1))
     if a.eval:
-        from lm_latent.training.synthetic import read_jsonl
+        from lm_latent.training.data import read_rows
 
-        rows = read_jsonl(a.eval)[: a.eval_limit]
+        rows = read_rows(a.eval)[: a.eval_limit]
         res = greedy_eval(a.out, rows, progress=not a.no_progress)
         print(f"greedy check on {res['n']} held-out problems: accuracy {res['accuracy']:.1%}, "
               f"{res['gen_tokens']:.1f} generated tokens, {res['seconds']} s")

@@ -30,6 +30,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_latent.fileio import write_json_atomic, write_text_atomic
+from lm_latent.training.data import read_rows
+
 META_NAME = "synthetic.json"
 TASK_DIR = "gsm8k"
 FORMAT_VERSION = 1
@@ -307,16 +310,7 @@ def gsm8k_row(row: dict) -> dict:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(gsm8k_row(row), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    write_text_atomic(path, "".join(json.dumps(gsm8k_row(row), ensure_ascii=False) + "\n" for row in rows))
 
 
 def dataset_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -353,9 +347,7 @@ def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int 
     words = sum(len(r["answer"].split()) for r in train) / max(1, len(train))
     meta = {"format_version": FORMAT_VERSION, "generator": "lm_latent.training.synthetic", "seed": seed,
             "n_train": n_train, "n_test": n_test, "train_steps": steps, "mean_trace_words": round(words, 1)}
-    tmp = paths["meta"].with_name(META_NAME + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, paths["meta"])
+    write_json_atomic(paths["meta"], meta)
     return paths
 
 
@@ -371,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     paths = write_dataset(args.out, args.train, args.test, args.seed, overwrite=args.overwrite)
     print(f"wrote {paths['train']} ({args.train} rows) and {paths['test']} ({args.test} rows)")
-    for row in read_jsonl(paths["test"])[: args.show]:
+    for row in read_rows(paths["test"])[: args.show]:
         print(f"\nQ: {row['question']}\nA: {row['answer']}")
     return 0
 
