@@ -5,9 +5,10 @@
 Stages (each one skipped when rerun after it finished, so an interrupted demo continues):
 
 1. ``data``     seeded GSM8K-like word problems, train + held-out test
-                (:mod:`lm_latent.training.synthetic`) in ``OUT/data/gsm8k/``
-2. ``base``     a tiny Llama trained from scratch on their chain-of-thought, with its own
-                tokenizer (:mod:`lm_latent.training.pretrain_base`): ``OUT/base/``
+                (:mod:`lm_latent.training.synthetic`) in ``OUT/data/gsm8k/``, and the base
+                model's corpus ``OUT/data/pretrain.jsonl`` (training problems, half solved tersely)
+2. ``base``     a tiny Llama trained from scratch on that corpus, with its own tokenizer
+                (:mod:`lm_latent.training.pretrain_base`): ``OUT/base/``
 3. ``adapters`` ``lm-latent train`` for rate 0 (plain CoT, the baseline) and every latent rate,
                 all with the same fine-tuning steps: ``OUT/adapters/rate<r>/``
 4. ``sweep``    ``lm-latent sweep``: ``lm_eval --model latent`` per rate on the held-out set
@@ -17,7 +18,7 @@ Stages (each one skipped when rerun after it finished, so an interrupted demo co
                 latent statistics, and whether a rate matched the baseline with fewer tokens.
 
 ``--quick`` (about 5 minutes on 2 cores) only proves that the pipeline runs end to end; the
-full run (about 32 minutes) is the miniature of the paper's rate sweep.
+full run (about 30 minutes) is the miniature of the paper's rate sweep.
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ class DemoPlan:
     finetune_batch: int = 32
     lora_r: int = 16
     lora_alpha: int = 32
-    # m (text tokens replaced per sample), weighted to small values: the first chunks of a
-    # trace restate the question (~50 tokens), later ones carry the computed numbers.
-    schedule: str = "0,16,16,32,32,48,48,64"
+    # m (text tokens replaced per sample): a trace's first ~45-75 tokens restate the question,
+    # so 48 replaces the restatement of ~90% of problems and none of their arithmetic; half the
+    # samples stay plain CoT. (A schedule weighted to small m made greedy decoding stop after
+    # one chunk, mid-restatement, on every problem.)
+    schedule: str = "0,48"
+    # share of the base model's corpus solved without the restatement (synthetic.pretrain_rows)
+    terse_fraction: float = 0.5
     compressor_lr: float = 1e-3
     compressor_batch: int = 256
     compressor_hidden: int = 128
@@ -117,7 +122,8 @@ def _plan_record(plan: DemoPlan) -> dict:
 
 def _paths(out: Path) -> dict[str, Path]:
     return {"data": out / "data", "train": out / "data" / "gsm8k" / "train.jsonl",
-            "test": out / "data" / "gsm8k" / "test.jsonl", "base": out / "base", "adapters": out / "adapters",
+            "test": out / "data" / "gsm8k" / "test.jsonl", "pretrain": out / "data" / "pretrain.jsonl",
+            "base": out / "base", "adapters": out / "adapters",
             "results": out / "results", "report": out / "report.md"}
 
 
@@ -127,7 +133,7 @@ def stage_data(plan: DemoPlan, paths: dict) -> dict:
     from lm_latent.training.data import read_rows
     from lm_latent.training.synthetic import write_dataset
 
-    write_dataset(paths["data"], plan.n_train, plan.n_test, plan.seed)
+    write_dataset(paths["data"], plan.n_train, plan.n_test, plan.seed, terse_fraction=plan.terse_fraction)
     example = read_rows(paths["test"])[0]
     _say(f"held-out example:\n  Q: {example['question']}\n  A: {example['answer']}")
     return {"n_train": plan.n_train, "n_test": plan.n_test}
@@ -144,7 +150,7 @@ def base_config(plan: DemoPlan):
 def stage_base(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
     from lm_latent.training.pretrain_base import pretrain
 
-    record = pretrain(paths["train"], paths["base"], base_config(plan), progress=progress)
+    record = pretrain(paths["pretrain"], paths["base"], base_config(plan), progress=progress)
     _say(f"base model: {record['parameters'] / 1e6:.2f}M parameters, {record['steps']} steps, "
          f"{record['seconds_per_step'] or float('nan'):.2f} s/step, final loss {record['final_loss']:.3f}")
     return {k: record[k] for k in ("parameters", "steps", "seconds_per_step", "final_loss")}

@@ -77,6 +77,35 @@ def test_traces_read_like_chain_of_thought():
             assert re.search(rf"(?<!\d){number}(?!\d)", head), (number, row["question"], head)
         assert "=" not in head  # no arithmetic in the restatement
         assert len(trace.split()) > 3 * len(_EQ.findall(trace)) * 3  # words around the numbers
+        facts = row["question"][: row["question"].rindex("How many")].strip()
+        assert facts in head  # the facts as the question words them: nothing the prompt lacks
+
+
+def test_terse_answer_is_the_same_solution_without_the_restatement():
+    for row in synthetic.generate(200, seed=6):
+        trace, final = row["answer"].rsplit("\n#### ", 1)
+        terse, terse_final = row["terse_answer"].rsplit("\n#### ", 1)
+        assert terse_final == final == str(row["value"])
+        steps = trace.partition("We need to find")[2]
+        assert steps.endswith(terse) and trace.endswith(terse)  # the steps, word for word
+        assert "We need to find" not in terse and len(terse) < 0.75 * len(trace)
+        assert [list(map(lambda t: int(t) if t.isdigit() else t, m)) for m in _EQ.findall(terse)] == row["equations"]
+
+
+def test_pretrain_corpus_mixes_verbose_and_terse_solutions_of_the_training_problems(tmp_path):
+    paths = synthetic.write_dataset(tmp_path, n_train=400, n_test=10, seed=0)
+    train, corpus = read_rows(paths["train"]), read_rows(paths["pretrain"])
+    assert [r["question"] for r in corpus] == [r["question"] for r in train]  # never a held-out problem
+    verbose = sum(c["answer"] == t["answer"] for c, t in zip(corpus, train))
+    terse = sum("We need to find" not in c["answer"] for c in corpus)
+    assert verbose + terse == 400 and 120 < terse < 280  # about half, seeded
+    assert json.loads(paths["meta"].read_text())["terse_fraction"] == synthetic.TERSE_FRACTION
+    assert not synthetic.is_finished(tmp_path, 400, 10, 0, terse_fraction=0.0)  # another corpus: rewrite
+    rows = synthetic.generate(50, seed=1)
+    assert [r["answer"] for r in synthetic.pretrain_rows(rows, 0.0)] == [r["answer"] for r in rows]
+    assert [r["answer"] for r in synthetic.pretrain_rows(rows, 1.0)] == [r["terse_answer"] for r in rows]
+    with pytest.raises(ValueError, match="terse_fraction"):
+        synthetic.pretrain_rows(rows, 1.5)
 
 
 def test_write_dataset_layout_skip_and_real_task_loader(tmp_path):
@@ -224,6 +253,7 @@ def test_demo_first_stages_and_resume(tmp_path, monkeypatch):
     state = json.loads((tmp_path / demo.STATE_FILE).read_text())
     assert set(state["stages"]) == {"data", "base"}
     assert (tmp_path / "base" / "pretrain.json").is_file() and (tmp_path / "data" / "gsm8k" / "test.jsonl").is_file()
+    assert json.loads((tmp_path / "base" / "pretrain.json").read_text())["data"] == str(tmp_path / "data" / "pretrain.jsonl")
     demo.run_demo(tmp_path, plan, progress=False, stop_after="base")  # rerun: both stages skipped
     assert json.loads((tmp_path / demo.STATE_FILE).read_text())["stages"] == state["stages"]
     with pytest.raises(ValueError, match="another plan"):

@@ -2,8 +2,8 @@
 
 Each row is ``{"question": ..., "answer": <reasoning trace> + "\\n#### N"}``, like ``openai/gsm8k``
 (without the ``<<...>>`` calculator notes). The traces are written the way a model's
-chain-of-thought reads: they first *restate the question* (every given number appears again,
-wrapped in connective text), say what is asked, then walk through the steps, each step naming
+chain-of-thought reads: they first *restate the question* (its facts again, as it words them,
+after an opening phrase), say what is asked, then walk through the steps, each step naming
 the quantities it combines before the arithmetic. That redundancy is what latent tokens can
 compress: the first chunks of a trace carry nothing that the prompt does not already hold (the
 compressor's decoder sees the prompt), while the few computed numbers sit in the later chunks.
@@ -12,6 +12,8 @@ A folder written by :func:`write_dataset` is laid out like ``shared/data``::
 
     DIR/gsm8k/train.jsonl    training problems
     DIR/gsm8k/test.jsonl     held-out problems (no question text shared with train)
+    DIR/pretrain.jsonl       the base model's corpus: the training problems, each solved either
+                             verbosely (as in train.jsonl) or tersely (the steps alone)
     DIR/synthetic.json       how it was made (written last: its presence means "finished")
 
 so ``lm_eval --model latent ... --tasks gsm8k --metadata data_dir=DIR`` grades the held-out set
@@ -35,7 +37,9 @@ from lm_latent.training.data import read_rows
 
 META_NAME = "synthetic.json"
 TASK_DIR = "gsm8k"
-FORMAT_VERSION = 1
+PRETRAIN_NAME = "pretrain.jsonl"
+FORMAT_VERSION = 2
+TERSE_FRACTION = 0.5
 
 NAMES = [("Ann", "she"), ("Ben", "he"), ("Cara", "she"), ("Dev", "he"), ("Eli", "he"), ("Fay", "she"),
          ("Gus", "he"), ("Hana", "she"), ("Ivan", "he"), ("Jade", "she"), ("Kofi", "he"), ("Lena", "she"),
@@ -68,7 +72,6 @@ class _Story:
     x: int = 0
     ops: int = 0
     question: list[str] = field(default_factory=list)   # sentences of the question
-    restate: list[str] = field(default_factory=list)    # the trace's restatement of each fact
     steps: list[str] = field(default_factory=list)      # the trace's computation sentences
     equations: list[tuple[int, str, int, int]] = field(default_factory=list)
 
@@ -98,14 +101,11 @@ class _Story:
 def _start_plain(s: _Story) -> None:
     s.x = s.rng.randint(6, 60)
     s.question.append(f"{s.name} has {s.x} {s.items}.")
-    s.restate.append(s.rng.choice([f"{s.name} starts with {s.x} {s.items}.",
-                                   f"At the start, {s.name} has {s.x} {s.items}."]))
 
 
 def _start_groups(s: _Story) -> None:
     b, c = s.rng.randint(2, 6), s.rng.randint(2, 12)
     s.question.append(f"{s.name} has {b} {s.boxes} of {s.items}, and each {s.box} holds {c} {s.items}.")
-    s.restate.append(f"{s.name} starts with {b} {s.boxes}, and there are {c} {s.items} in each {s.box}.")
     s.x, text = s.eq(b, "*", c)
     s.steps.append(f"There are {b} {s.boxes} with {c} {s.items} in each {s.box}, so {s.name} starts with "
                    f"{text} {s.items}.")
@@ -119,7 +119,6 @@ def _add_find(s: _Story) -> bool:
         return False
     place = s.rng.choice(PLACES)
     s.question.append(f"Then {s.pron} finds {b} more {s.items} {place}.")
-    s.restate.append(f"Then {s.pron} finds {b} more {s.items} {place}.")
     old = s.x
     s.x, text = s.eq(old, "+", b)
     s.steps.append(f"{s.name} had {old} {s.items} and found {b} more, so now {s.pron} has {text} {s.items}.")
@@ -131,7 +130,6 @@ def _add_gift(s: _Story) -> bool:
     if s.x + b > MAX_VALUE:
         return False
     s.question.append(f"{s.friend} gives {s.obj} {b} {s.items}.")
-    s.restate.append(f"After that, {s.friend} gives {s.obj} {b} {s.items}.")
     old = s.x
     s.x, text = s.eq(old, "+", b)
     s.steps.append(f"{s.friend} gives {s.name} {b} {s.items}, so {s.name} has {text} {s.items} now.")
@@ -143,7 +141,6 @@ def _sub_give(s: _Story) -> bool:
         return False
     b = s.rng.randint(1, min(40, s.x - 1))
     s.question.append(f"{s.Pron} gives {b} {s.items} to {s.friend}.")
-    s.restate.append(f"Then {s.pron} gives {b} of {s.poss} {s.items} to {s.friend}.")
     old = s.x
     s.x, text = s.eq(old, "-", b)
     s.steps.append(f"{s.name} gives {b} {s.items} to {s.friend}, so {s.pron} has {text} {s.items} left.")
@@ -155,7 +152,6 @@ def _sub_lose(s: _Story) -> bool:
         return False
     b = s.rng.randint(1, min(30, s.x - 1))
     s.question.append(f"{s.Pron} loses {b} of them on the way home.")
-    s.restate.append(f"On the way home, {s.pron} loses {b} {s.items}.")
     old = s.x
     s.x, text = s.eq(old, "-", b)
     s.steps.append(f"{s.name} loses {b} {s.items} on the way home, which leaves {text} {s.items}.")
@@ -167,7 +163,6 @@ def _buy_groups(s: _Story) -> bool:  # two arithmetic steps
     if s.x + b * c > MAX_VALUE:
         return False
     s.question.append(f"{s.Pron} buys {b} {s.boxes} of {s.items} with {c} {s.items} in each {s.box}.")
-    s.restate.append(f"Next, {s.pron} buys {b} {s.boxes}, and each {s.box} has {c} {s.items} in it.")
     bc, text1 = s.eq(b, "*", c)
     old = s.x
     s.x, text2 = s.eq(old, "+", bc)
@@ -182,7 +177,6 @@ def _give_each(s: _Story) -> bool:  # two arithmetic steps
         return False
     b = s.rng.randint(1, min(10, (s.x - 1) // k))
     s.question.append(f"{s.Pron} gives {b} {s.items} to each of {s.poss} {k} friends.")
-    s.restate.append(f"Then {s.pron} gives {b} {s.items} to each of {k} friends.")
     kb, text1 = s.eq(k, "*", b)
     old = s.x
     s.x, text2 = s.eq(old, "-", kb)
@@ -197,7 +191,6 @@ def _double(s: _Story) -> bool:
         return False
     word = "doubles" if factor == 2 else "triples"
     s.question.append(f"Later {s.pron} {word} the number of {s.items} {s.pron} has.")
-    s.restate.append(f"Later, {s.pron} {word} {s.poss} {s.items}.")
     old = s.x
     s.x, text = s.eq(old, "*", factor)
     s.steps.append(f"{s.name} {word} {s.poss} {old} {s.items}, so {s.pron} has {text} {s.items}.")
@@ -222,8 +215,8 @@ def _ask_share(s: _Story) -> str | None:
         return None
     k = s.rng.choice(divisors)
     s.question.append(f"{s.Pron} puts all of {s.poss} {s.items} into {k} {s.boxes} with the same number "
-                      f"in each {s.box}. How many {s.items} are in each {s.box}?")
-    s.restate.append(f"At the end, {s.pron} splits all the {s.items} equally into {k} {s.boxes}.")
+                      f"in each {s.box}.")
+    s.question.append(f"How many {s.items} are in each {s.box}?")
     goal = f"We need to find how many {s.items} go in each {s.box}."
     old = s.x
     s.x, text = s.eq(old, "/", k)
@@ -240,8 +233,9 @@ def _singular(s: _Story, text: str) -> str:
 def make_problem(rng: random.Random, n_steps: int | None = None) -> dict:
     """One problem with ``n_steps`` (2-4; random when None) arithmetic operations.
 
-    Returns ``question``, ``answer`` (trace + ``"\\n#### N"``), ``value`` (N), ``steps`` (the
-    operations performed) and ``equations`` (``[a, op, b, result]`` each).
+    Returns ``question``, ``answer`` (trace + ``"\\n#### N"``), ``terse_answer`` (the same
+    solution without the restatement: the computation sentences alone), ``value`` (N),
+    ``steps`` (the operations performed) and ``equations`` (``[a, op, b, result]`` each).
     """
     target = n_steps or rng.choice([2, 3, 3, 4])
     if not 2 <= target <= 4:
@@ -271,12 +265,17 @@ def make_problem(rng: random.Random, n_steps: int | None = None) -> dict:
         goal = _ask_share(s) if share else _ask_total(s)
         if goal is None or s.ops != target:
             continue
-        opener = rng.choice(["Let's see what we know.", "Let's go over what the problem tells us.",
-                             "First, let's restate the problem."])
-        trace = _singular(s, " ".join([opener, *s.restate, goal, *s.steps]))
+        opener = rng.choice(["Let's read the problem again and see what we know.",
+                             "Let's go over what the problem tells us, one fact at a time.",
+                             "First, let's restate the problem to be sure of the facts."])
+        # The restatement repeats the given facts as the question words them (all but the
+        # final "How many ...?"): it is redundant with the prompt, and the steps can copy
+        # their numbers from either.
+        trace = _singular(s, " ".join([opener, *s.question[:-1], goal, *s.steps]))
+        terse = _singular(s, " ".join(s.steps))
         question = _singular(s, " ".join(s.question))
-        return {"question": question, "answer": f"{trace}\n#### {s.x}", "value": s.x,
-                "steps": target, "equations": [list(e) for e in s.equations]}
+        return {"question": question, "answer": f"{trace}\n#### {s.x}", "terse_answer": f"{terse}\n#### {s.x}",
+                "value": s.x, "steps": target, "equations": [list(e) for e in s.equations]}
     raise RuntimeError("could not build a problem in 100 tries")  # pragma: no cover
 
 
@@ -309,6 +308,22 @@ def gsm8k_row(row: dict) -> dict:
     return {"question": row["question"], "answer": row["answer"]}
 
 
+def pretrain_rows(train: list[dict], terse_fraction: float = TERSE_FRACTION, seed: int = 0) -> list[dict]:
+    """The base model's corpus: every training problem once, solved tersely with ``terse_fraction``.
+
+    A real base model has read solutions that restate the problem first and solutions that go
+    straight to the arithmetic; the fine-tuning set, like MetaMathQA, restates. A base that
+    only ever saw restated traces cannot compute after latent tokens replaced the
+    restatement (it copies the numbers from the restatement, not from the question), which
+    a 3B model can; the terse half stands in for that reading.
+    """
+    if not 0.0 <= terse_fraction <= 1.0:
+        raise ValueError(f"terse_fraction must be in [0, 1], got {terse_fraction}")
+    rng = random.Random(seed * 1000 + 3)
+    return [{"question": r["question"], "answer": r["terse_answer"] if rng.random() < terse_fraction else r["answer"]}
+            for r in train]
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(gsm8k_row(row), ensure_ascii=False) + "\n" for row in rows))
 
@@ -316,10 +331,11 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def dataset_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
     out = Path(out_dir)
     return {"train": out / TASK_DIR / "train.jsonl", "test": out / TASK_DIR / "test.jsonl",
-            "meta": out / META_NAME}
+            "pretrain": out / PRETRAIN_NAME, "meta": out / META_NAME}
 
 
-def is_finished(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int) -> bool:
+def is_finished(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int,
+                terse_fraction: float = TERSE_FRACTION) -> bool:
     meta_path = dataset_paths(out_dir)["meta"]
     if not meta_path.is_file():
         return False
@@ -327,15 +343,16 @@ def is_finished(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False
-    return (meta.get("n_train"), meta.get("n_test"), meta.get("seed"), meta.get("format_version")) == (
-        n_train, n_test, seed, FORMAT_VERSION)
+    keys = ("n_train", "n_test", "seed", "terse_fraction", "format_version")
+    return tuple(meta.get(k) for k in keys) == (n_train, n_test, seed, terse_fraction, FORMAT_VERSION)
 
 
 def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int = 500, seed: int = 0,
-                  overwrite: bool = False) -> dict[str, Path]:
-    """Write ``DIR/gsm8k/{train,test}.jsonl`` and ``DIR/synthetic.json`` (last); skip if already done."""
+                  overwrite: bool = False, terse_fraction: float = TERSE_FRACTION) -> dict[str, Path]:
+    """Write ``DIR/gsm8k/{train,test}.jsonl``, ``DIR/pretrain.jsonl`` and ``DIR/synthetic.json``
+    (last); skip if already done."""
     paths = dataset_paths(out_dir)
-    if not overwrite and is_finished(out_dir, n_train, n_test, seed):
+    if not overwrite and is_finished(out_dir, n_train, n_test, seed, terse_fraction):
         return paths
     paths["train"].parent.mkdir(parents=True, exist_ok=True)
     if paths["meta"].exists():
@@ -343,10 +360,12 @@ def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int 
     train, test = split(n_train, n_test, seed)
     _write_jsonl(paths["train"], train)
     _write_jsonl(paths["test"], test)
+    _write_jsonl(paths["pretrain"], pretrain_rows(train, terse_fraction, seed))
     steps = {k: sum(r["steps"] == k for r in train) for k in (2, 3, 4)}
     words = sum(len(r["answer"].split()) for r in train) / max(1, len(train))
     meta = {"format_version": FORMAT_VERSION, "generator": "lm_latent.training.synthetic", "seed": seed,
-            "n_train": n_train, "n_test": n_test, "train_steps": steps, "mean_trace_words": round(words, 1)}
+            "n_train": n_train, "n_test": n_test, "terse_fraction": terse_fraction, "train_steps": steps,
+            "mean_trace_words": round(words, 1)}
     write_json_atomic(paths["meta"], meta)
     return paths
 
@@ -358,11 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=30000, help="training problems (default 30000)")
     p.add_argument("--test", type=int, default=500, help="held-out problems (default 500)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--terse-fraction", type=float, default=TERSE_FRACTION,
+                   help="share of pretrain.jsonl solved without the restatement")
     p.add_argument("--overwrite", action="store_true", help="rewrite even if a finished set is there")
     p.add_argument("--show", type=int, default=0, help="print this many held-out examples")
     args = p.parse_args(argv)
-    paths = write_dataset(args.out, args.train, args.test, args.seed, overwrite=args.overwrite)
-    print(f"wrote {paths['train']} ({args.train} rows) and {paths['test']} ({args.test} rows)")
+    paths = write_dataset(args.out, args.train, args.test, args.seed, overwrite=args.overwrite,
+                          terse_fraction=args.terse_fraction)
+    print(f"wrote {paths['train']} ({args.train} rows), {paths['test']} ({args.test} rows) and "
+          f"{paths['pretrain']}")
     for row in read_rows(paths["test"])[: args.show]:
         print(f"\nQ: {row['question']}\nA: {row['answer']}")
     return 0
