@@ -58,8 +58,8 @@ class DemoPlan:
     lora_alpha: int = 32
     # m (text tokens replaced per sample): a trace's first 44-79 tokens (opener, restatement,
     # goal; median 59 in the full run's tokenizer) hold nothing the prompt lacks, so 48 replaces
-    # no arithmetic in 97% of held-out problems; half the samples stay plain CoT. (A schedule weighted to small m made greedy decoding stop after
-    # one chunk, mid-restatement, on every problem.)
+    # no arithmetic in 97% of held-out problems; half the samples stay plain CoT. (A schedule
+    # weighted to small m made greedy decoding stop after one chunk, mid-restatement, always.)
     schedule: str = "0,48"
     # share of the base model's corpus solved without the restatement (synthetic.pretrain_rows)
     terse_fraction: float = 0.5

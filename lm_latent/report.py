@@ -107,9 +107,7 @@ def table_rows(rows: list[RateRow]) -> tuple[list[str], list[list[str]]]:
         body.append(["0 (CoT)" if r.rate == 0 else str(r.rate),
                      *[_fmt(r.accuracy.get(t, math.nan), pct=True) for t in tasks],
                      _fmt(r.avg_accuracy, pct=True), _fmt(r.avg_gen_tokens), _fmt(r.avg_latent_usage, pct=True),
-                     "n/a" if ratio != ratio else f"{ratio:.3f}",
-                     "n/a" if r.generation_seconds != r.generation_seconds else f"{r.generation_seconds:.3g}",
-                     "n/a" if time_ratio != time_ratio else f"{time_ratio:.3f}"])
+                     _fmt(ratio, ".3f"), _fmt(r.generation_seconds, ".3g"), _fmt(time_ratio, ".3f")])
     return header, body
 
 
