@@ -18,7 +18,7 @@ Stages (each one skipped when rerun after it finished, so an interrupted demo co
                 latent statistics, and whether a rate matched the baseline with fewer tokens.
 
 ``--quick`` (about 5 minutes on 2 cores) only proves that the pipeline runs end to end; the
-full run (about 30 minutes) is the miniature of the paper's rate sweep.
+full run (about 35 minutes) is the miniature of the paper's rate sweep.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ class DemoPlan:
     schedule: str = "0,48"
     # share of the base model's corpus solved without the restatement (synthetic.pretrain_rows)
     terse_fraction: float = 0.5
-    compressor_lr: float = 1e-3
-    compressor_batch: int = 256
+    # many small steps beat few large ones at equal compute: batch 64 x 500 steps reconstructs
+    # 26% of held-out tokens in ~100 s, batch 256 x 200 steps 18% in ~170 s (full run, rate 16)
+    compressor_lr: float = 2e-3
+    compressor_batch: int = 64
     compressor_hidden: int = 128
     compressor_layers: int = 2
     compressor_codebook_dim: int = 32
@@ -75,8 +77,10 @@ class DemoPlan:
     extra_train_args: tuple[str, ...] = field(default_factory=tuple)
 
 
+# 500 fine-tuning steps, not 200: CoT 81.3 -> 86.7%, rate 16 73.7 -> 81.3% on the same base; three
+# rates keep the full run at ~35 minutes (``--rates 0,4,8,16`` adds rate 4, ~7 min more)
 FULL = DemoPlan(name="full", n_train=30000, n_test=300, base_steps=2400, base_batch=32, base_lr=3e-3,
-                rates=(0, 4, 8, 16), finetune_steps=200, compressor_steps=200)
+                rates=(0, 8, 16), finetune_steps=500, compressor_steps=500)
 QUICK = DemoPlan(name="quick", n_train=4000, n_test=60, base_steps=60, base_batch=32, base_lr=3e-3,
                  rates=(0, 16), finetune_steps=20, compressor_steps=20, codebook_size=64, max_gen_toks=200)
 
@@ -355,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart", action="store_true", help="delete --out and start over")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
     p.add_argument("--rates", default=None, help="override the plan's rates, e.g. 0,4,16 (0 is always added)")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="override the plan's fine-tuning steps (the same for every rate, baseline included)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -365,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
 
         rates = sorted({0, *(parse_rate(r) for r in args.rates.split(",") if r.strip())})
         plan = replace(plan, rates=tuple(rates))
+    if args.finetune_steps is not None:
+        if args.finetune_steps < 1:
+            p.error(f"--finetune-steps must be >= 1, got {args.finetune_steps}")
+        # train caps the compressor at --max-steps; record the steps it will really take
+        plan = replace(plan, finetune_steps=args.finetune_steps,
+                       compressor_steps=min(plan.compressor_steps, args.finetune_steps))
     try:
         report = run_demo(args.out, plan, progress=not args.no_progress, restart=args.restart,
                           stop_after=args.stop_after)

@@ -237,9 +237,30 @@ def test_demo_plans_and_command_lines(tmp_path):
         for rate in plan.rates:
             args = build_parser().parse_args(demo.train_argv(plan, paths, rate))  # train accepts every flag
             assert args.base == str(paths["base"]) and args.max_steps == plan.finetune_steps
+            if rate:  # the plan's compressor recipe reaches train (its steps are capped by --max-steps)
+                assert (args.compressor_steps, args.compressor_batch_size, args.compressor_lr) == (
+                    plan.compressor_steps, plan.compressor_batch, plan.compressor_lr)
+                assert plan.compressor_steps <= plan.finetune_steps and args.schedule == plan.schedule
         argv = demo.sweep_argv(plan, paths)
         assert argv[argv.index("--rates") + 1] == ",".join(map(str, plan.rates))
         assert f"data_dir={paths['data']}" in argv
+
+
+def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
+    from lm_latent import demo
+
+    out = tmp_path / "d"
+    assert demo.main(["--quick", "--out", str(out), "--stop-after", "data", "--rates", "8",
+                      "--finetune-steps", "7", "--no-progress"]) == 0
+    plan = json.loads((out / demo.STATE_FILE).read_text())["plan"]
+    assert plan["rates"] == [0, 8] and plan["finetune_steps"] == 7
+    assert plan["compressor_steps"] == 7  # train would cap it at --max-steps anyway
+    with pytest.raises(SystemExit):  # another plan in the same folder is refused, nothing deleted
+        demo.main(["--quick", "--out", str(out), "--stop-after", "data", "--no-progress"])
+    assert "another plan" in capsys.readouterr().err and (out / "data" / "gsm8k" / "train.jsonl").is_file()
+    with pytest.raises(SystemExit):
+        demo.main(["--quick", "--out", str(tmp_path / "e"), "--finetune-steps", "0"])
+    assert "--finetune-steps must be >= 1" in capsys.readouterr().err
 
 
 def test_demo_first_stages_and_resume(tmp_path, monkeypatch):
