@@ -64,7 +64,7 @@ class DemoPlan:
     # share of the base model's corpus solved without the restatement (synthetic.pretrain_rows)
     terse_fraction: float = 0.5
     # many small steps beat few large ones at equal compute: batch 64 x 500 steps reconstructs
-    # 26% of held-out tokens in ~100 s, batch 256 x 200 steps 18% in ~170 s (full run, rate 16)
+    # 26% of held-out tokens in ~100 s, batch 256 x 200 steps 18% in ~170 s (full-run base, rate 16)
     compressor_lr: float = 2e-3
     compressor_batch: int = 64
     compressor_hidden: int = 128
@@ -77,7 +77,7 @@ class DemoPlan:
     extra_train_args: tuple[str, ...] = field(default_factory=tuple)
 
 
-# 500 fine-tuning steps, not 200: CoT 81.3 -> 86.7%, rate 16 73.7 -> 81.3% on the same base; three
+# 500 fine-tuning steps, not 200: CoT 81.3 -> 86.7%, rate 16 73.7 -> 80.3% on the same base; three
 # rates keep the full run at ~35 minutes (``--rates 0,4,8,16`` adds rate 4, ~7 min more)
 FULL = DemoPlan(name="full", n_train=30000, n_test=300, base_steps=2400, base_batch=32, base_lr=3e-3,
                 rates=(0, 8, 16), finetune_steps=500, compressor_steps=500)
