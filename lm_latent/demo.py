@@ -125,10 +125,12 @@ def _plan_record(plan: DemoPlan) -> dict:
 
 
 def _paths(out: Path) -> dict[str, Path]:
-    return {"data": out / "data", "train": out / "data" / "gsm8k" / "train.jsonl",
-            "test": out / "data" / "gsm8k" / "test.jsonl", "pretrain": out / "data" / "pretrain.jsonl",
-            "base": out / "base", "adapters": out / "adapters",
-            "results": out / "results", "report": out / "report.md"}
+    from lm_latent.training.synthetic import dataset_paths
+
+    data = dataset_paths(out / "data")  # train, test, pretrain: the generator's own layout
+    return {"data": out / "data", "train": data["train"], "test": data["test"], "pretrain": data["pretrain"],
+            "base": out / "base", "adapters": out / "adapters", "results": out / "results",
+            "report": out / "report.md"}
 
 
 # --- stages -----------------------------------------------------------------------------------------------
