@@ -4,8 +4,8 @@ Installed by ``lm_latent_autoload.pth`` (and ``.start`` for Python >= 3.15, PEP 
 Standard library only and lazy: it adds a ``sys.meta_path`` finder that waits for
 ``lm_eval.api.registry`` and ``lm_eval.tasks.manager`` to be imported and then
 
-* registers the ``latent`` model as a lazy ``"module:Class"`` target (after the
-  built-ins, so ``--model hf`` keeps working), and
+* registers the ``latent`` and ``latent-vllm`` models as lazy ``"module:Class"`` targets
+  (after the built-ins, so ``--model hf`` keeps working), and
 * puts the plugin's task folder first in ``TaskManager``'s ``include_path`` (a user's
   own ``--include_path`` comes later and so still wins).
 
@@ -21,8 +21,11 @@ import os
 import sys
 
 DISABLE_ENV = "LM_LATENT_NO_AUTOLOAD"
-MODEL_NAME = "latent"
-MODEL_TARGET = "lm_latent.model:LatentLM"
+# Lazy targets: nothing is imported until lm-eval asks for the model by name.
+MODELS = {
+    "latent": "lm_latent.model:LatentLM",
+    "latent-vllm": "lm_latent.vllm_model:LatentVLLM",
+}
 _WATCHED = ("lm_eval.api.registry", "lm_eval.tasks.manager")
 
 
@@ -36,9 +39,13 @@ def _after_registry(module) -> None:
         return
     import lm_eval.models  # noqa: F401  (built-ins first, else registering empties them)
 
-    registry = module.model_registry
-    if MODEL_NAME not in registry:
-        registry.register(MODEL_NAME, target=MODEL_TARGET)
+    register_models(module.model_registry)
+
+
+def register_models(registry) -> None:
+    for name, target in MODELS.items():
+        if name not in registry:
+            registry.register(name, target=target)
 
 
 def _after_task_manager(module) -> None:

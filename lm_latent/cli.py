@@ -24,8 +24,7 @@ def lm_eval_main(argv: list[str] | None = None) -> int:
     from lm_latent import autoload
 
     autoload.install()
-    if "latent" not in model_registry:
-        model_registry.register("latent", target=autoload.MODEL_TARGET)
+    autoload.register_models(model_registry)
     import lm_eval.tasks.manager as manager
 
     autoload._after_task_manager(manager)

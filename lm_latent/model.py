@@ -22,21 +22,10 @@ from lm_eval.models.utils import (
 from tqdm import tqdm
 
 from .accounting import CountedText, generated_length
-from .adapter import (
-    DEFAULT_BASE_MODEL,
-    AdapterError,
-    attach_adapter,
-    check_adapter,
-    check_base,
-    load_adapter_tokenizer,
-    parse_rate,
-    resolve_adapter,
-)
-from .vocab import LatentVocab
+from .adapter import AdapterError, attach_adapter, check_base
+from .latent_setup import DEFAULT_MAX_GEN_TOKS, prepare
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_GEN_TOKS = 2048
 
 
 @register_model("latent")
@@ -58,15 +47,12 @@ class LatentLM(HFLM):
             raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
         if not isinstance(pretrained, (str, type(None))):
             raise AdapterError("--model latent needs pretrained= as a path or hub id, not a model object")
-        self.rate = parse_rate(rate)
-        self.adapter_path = resolve_adapter(self.rate, adapter, adapters)
-        self.latent_config = check_adapter(self.adapter_path, self.rate)
-        tokenizer = load_adapter_tokenizer(self.adapter_path, self.latent_config)
-        self.latent_vocab = LatentVocab.from_tokenizer(tokenizer, self.latent_config.codebook_size)
-        pretrained = pretrained or self.latent_config.base_model or DEFAULT_BASE_MODEL
+        setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks)
+        self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
+        self.latent_vocab, tokenizer, pretrained = setup.vocab, setup.tokenizer, setup.pretrained
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._max_gen_toks = int(max_gen_toks)
+        self._max_gen_toks = setup.max_gen_toks
         self._generation_seconds = 0.0  # wall time inside generate_until, reported in the results JSON
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
