@@ -2,6 +2,7 @@
 
     python benchmarks/grader_agreement.py [--data ../shared/data] [--rows 200] [--seed 0]
         [--minerva-python PY] [--qwen-python PY] [--bench NAME ...] [--show 3]
+        [--peer-cache FILE] [--json FILE]
 
 Why: our own tables only test what we thought of. This script builds model-like outputs
 from every benchmark's real references (``../shared/data``) and grades each one with
@@ -19,7 +20,9 @@ from every benchmark's real references (``../shared/data``) and grades each one 
   shipped by the PyPI package ``evalscope==1.0.0`` (``evalscope/metrics/math_parser.py``,
   "largely borrows from Qwen2.5-Math"), in its own venv (``--qwen-python``).
 
-A peer whose venv is missing is reported and left out. Make the venvs with::
+A peer whose venv is missing is reported and left out. The peers take ~10 minutes each on
+the full default set; ``--peer-cache FILE`` keeps their verdicts (keyed by output and
+reference) so a rerun after a change to our grader only re-grades ours. Make the venvs with::
 
     python -m venv /work/venv-grader-peer    # minerva: sympy, antlr4-python3-runtime==4.11.*,
         # pip install --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0
@@ -313,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minerva-python", default=os.environ.get("MINERVA_PYTHON", "/work/venv-grader-peer/bin/python"))
     ap.add_argument("--qwen-python", default=os.environ.get("QWEN_PYTHON", "/work/venv-grader-qwen/bin/python"))
     ap.add_argument("--show", type=int, default=2, help="examples printed per disagreement class")
+    ap.add_argument("--peer-cache", type=Path, help="JSON file of peer verdicts, read and updated")
+    ap.add_argument("--json", type=Path, help="write every case with every verdict here")
     ap.add_argument("--peer", choices=("minerva", "qwen"), help=argparse.SUPPRESS)
     ap.add_argument("--module", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -332,16 +337,39 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     verdicts["ours"], times = run_ours(cases, args.timeout)
     print(f"ours: {time.perf_counter() - t0:.1f}s, worst answer {max(times):.2f}s")
-    t0 = time.perf_counter()
-    verdicts["mv"] = run_mv(cases)
-    print(f"mv: {time.perf_counter() - t0:.1f}s")
-    for kind, py in (("minerva", args.minerva_python), ("qwen", args.qwen_python)):
+    cache: dict = {}
+    if args.peer_cache and args.peer_cache.is_file():
+        cache = json.loads(args.peer_cache.read_text(encoding="utf-8"))
+    keys = [json.dumps([c["gen"], c["ref"], c["multiple"]]) for c in cases]
+    for kind, py in (("mv", None), ("minerva", args.minerva_python), ("qwen", args.qwen_python)):
+        known = cache.get(kind, {})
+        todo = [i for i, k in enumerate(keys) if k not in known]
         t0 = time.perf_counter()
-        res, note = run_peer(kind, py, cases)
-        print(f"{note} ({time.perf_counter() - t0:.1f}s)")
-        if res is not None:
-            verdicts[kind] = res
-            print(f"  {kind} timed out on {sum(v is None for v in res)} outputs")
+        if todo:
+            sub = [cases[i] for i in todo]
+            if kind == "mv":
+                res, note = run_mv(sub), "mv: math_verify in this process"
+            else:
+                res, note = run_peer(kind, py, sub)
+            if res is None:
+                print(note)
+                continue
+            known.update({keys[i]: v for i, v in zip(todo, res)})
+            cache[kind] = known
+        else:
+            note = f"{kind}: all verdicts from {args.peer_cache}"
+        verdicts[kind] = [known[k] for k in keys]
+        print(f"{note} ({time.perf_counter() - t0:.1f}s, {len(todo)} graded now; "
+              f"timed out on {sum(v is None for v in verdicts[kind])})")
+    if args.peer_cache:
+        tmp = args.peer_cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache), encoding="utf-8")
+        tmp.replace(args.peer_cache)  # atomic
+    if args.json:
+        rows = [dict(c, **{k: v[i] for k, v in verdicts.items()}) for i, c in enumerate(cases)]
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows), encoding="utf-8")
+        tmp.replace(args.json)
     for bench in args.bench:
         idx = [i for i, c in enumerate(cases) if c["bench"] == bench]
         report([cases[i] for i in idx], {k: [v[i] for i in idx] for k, v in verdicts.items()}, bench, 0)

