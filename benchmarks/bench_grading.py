@@ -101,7 +101,7 @@ def adversarial(timeout: float) -> float:
         t0 = time.perf_counter()
         try:
             res = grading.grade(gen, ref, timeout, multiple=multiple)
-            what = f"correct={res.correct} timed_out={res.timed_out} error={res.error}"
+            what = f"correct={res.correct} timed_out={res.timed_out} error={getattr(res, 'error', 'n/a')}"
         except Exception as exc:  # noqa: BLE001 - the grader before issue 14 raised on some
             what = f"RAISED {type(exc).__name__}"
         dt = time.perf_counter() - t0

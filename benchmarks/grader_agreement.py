@@ -138,7 +138,13 @@ def _peer_main(kind: str, module_path: str) -> int:
 
 def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_grading_real_data import Item, _same_answer, load_items, model_form, rewritten
+    from test_grading_real_data import (
+        Item,
+        _same_answer,
+        load_items,
+        model_form,
+        rewritten,
+    )
 
     from lm_latent.grading import split_answers
 
@@ -152,7 +158,7 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
             x = model_form(it)
             base = {"bench": bench, "idx": it.idx, "ref": ref, "multiple": it.multiple}
 
-            def add(variant: str, gen: str, label: bool) -> None:
+            def add(variant: str, gen: str, label: bool, base: dict = base) -> None:
                 cases.append(dict(base, variant=variant, gen=gen, label=label))
 
             if it.solution:
@@ -221,9 +227,9 @@ def run_peer(kind: str, python: str | None, cases: list[dict]) -> tuple[list[boo
         spec = importlib.util.find_spec("lm_eval")
         path = str(Path(spec.submodule_search_locations[0]) / "tasks" / "minerva_math" / "utils.py")
     else:
-        probe = subprocess.run([python, "-c", "import importlib.util as u, pathlib; s = u.find_spec('evalscope'); "
-                                "print(pathlib.Path(s.submodule_search_locations[0]) / 'metrics' / 'math_parser.py')"],
-                               capture_output=True, text=True)
+        code = ("import importlib.util as u, pathlib; s = u.find_spec('evalscope'); "
+                "print(pathlib.Path(s.submodule_search_locations[0]) / 'metrics' / 'math_parser.py')")
+        probe = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
         if probe.returncode:
             return None, f"qwen: evalscope not importable in {python}: {probe.stderr.strip()[-200:]}"
         path = probe.stdout.strip()

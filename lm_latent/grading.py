@@ -1332,7 +1332,7 @@ class _Budget:
         self.deadline += seconds
 
 
-def _as_budget(budget: "_Budget | float") -> _Budget:
+def _as_budget(budget: _Budget | float) -> _Budget:
     return budget if isinstance(budget, _Budget) else _Budget(budget)
 
 
@@ -1459,7 +1459,7 @@ class _SympyWorker:
         with self._lock:
             self._ready(None)
 
-    def call(self, kind: str, payload, budget: "_Budget | float", what: tuple) -> _Reply:
+    def call(self, kind: str, payload, budget: _Budget | float, what: tuple) -> _Reply:
         """Run one job within ``budget``; time-outs, crashes and errors count as unequal."""
         budget = _as_budget(budget)
         with self._lock:
@@ -1543,7 +1543,7 @@ def _worker_stats() -> dict:
 class _Outcome:
     """Accumulates what happened while grading one answer."""
 
-    __slots__ = ("timed_out", "error")
+    __slots__ = ("error", "timed_out")
 
     def __init__(self) -> None:
         self.timed_out = False
