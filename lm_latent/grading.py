@@ -1252,8 +1252,10 @@ def _worker_main(conn) -> None:
     except Exception:  # noqa: BLE001 - not on every platform; the parent's timeout still holds
         pass
     _mv_setup()
-    try:
-        _mv_equiv("\\frac{1}{2}", "0.5")  # warm the ANTLR parser before saying ready
+    try:  # warm the ANTLR parser and sympy's lazily imported simplify before saying ready
+        _mv_equiv("\\frac{1}{2}", "0.5")
+        _mv_equiv("x^2-1", "(x-1)(x+1)")
+        _mv_equiv("\\sqrt{8}", "2\\sqrt{2}")
     except Exception:  # noqa: BLE001
         pass
     conn.send(("ready", os.getpid()))
@@ -1345,10 +1347,12 @@ class _Reply(NamedTuple):
 class _SympyWorker:
     """One persistent spawned process; calls are serialised by a lock (thread-safe).
 
-    After a time-out the worker is killed and its replacement spawned at once, so the
-    sympy import (about a second) overlaps with what the caller does next; whoever needs
-    it waits for it within their own budget. Only the first start in a process is not
-    charged to a budget (it is bounded by ``WORKER_START_TIMEOUT``).
+    After a time-out the worker is killed and replaced by a spare that has already
+    imported sympy; a new spare starts in the background (from the first time-out on,
+    one extra process is kept). So a restart costs the next answer nothing unless two
+    time-outs come within the ~1 s a start takes; then whoever needs the worker waits for
+    it within their own budget. Only the first start in a process is not charged to a
+    budget (it is bounded by ``WORKER_START_TIMEOUT``).
     """
 
     def __init__(self) -> None:
@@ -1356,7 +1360,8 @@ class _SympyWorker:
         self._proc = None
         self._conn = None
         self._owner_pid = None
-        self._pending = None  # (proc, conn, spawned_at) of a worker still importing sympy
+        self._pending = None  # (proc, conn, spawned_at, owner_pid) of the next worker, maybe still starting
+        self._spare = None  # same, kept warm once a time-out has happened
         self._ever_ready_pid = None
         self._seq = 0
         self.starts = 0
@@ -1366,7 +1371,7 @@ class _SympyWorker:
     def _alive(self) -> bool:
         return self._proc is not None and self._owner_pid == os.getpid() and self._proc.is_alive()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> tuple:
         """Start a worker process without waiting for it (it says "ready" when it is)."""
         ctx = mp.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
@@ -1384,17 +1389,21 @@ class _SympyWorker:
             raise RuntimeError(f"cannot start the grading worker process: {exc}") from exc
         child_conn.close()
         self.starts += 1
-        self._pending = (proc, parent_conn, time.monotonic(), os.getpid())
+        return (proc, parent_conn, time.monotonic(), os.getpid())
+
+    @staticmethod
+    def _kill_started(started) -> None:
+        if started is not None and started[3] == os.getpid():
+            try:
+                started[0].kill()
+                started[0].join(5)
+                started[1].close()
+            except Exception:  # noqa: BLE001
+                pass
 
     def _drop_pending(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and pending[3] == os.getpid():
-            try:
-                pending[0].kill()
-                pending[0].join(5)
-                pending[1].close()
-            except Exception:  # noqa: BLE001
-                pass
+        self._kill_started(pending)
 
     def _ready(self, budget: _Budget | None) -> bool:
         """Make a worker available; False when ``budget`` ran out first (it keeps starting)."""
@@ -1403,8 +1412,10 @@ class _SympyWorker:
         self._discard()
         if self._pending is not None and self._pending[3] != os.getpid():
             self._pending = None  # inherited through fork: not ours
+        if self._spare is not None and self._spare[3] != os.getpid():
+            self._spare = None
         if self._pending is None:
-            self._spawn()
+            self._pending = self._spawn()
         proc, conn, spawned, _ = self._pending
         first = self._ever_ready_pid != os.getpid()
         t0 = time.monotonic()
@@ -1447,11 +1458,15 @@ class _SympyWorker:
                 pass
 
     def _replace(self) -> None:
-        """Kill the current worker and start its replacement in the background."""
+        """Kill the current worker; the warm spare takes over and a new spare starts."""
         self._discard()
         try:
             if self._pending is None:
-                self._spawn()
+                spare = self._spare if self._spare is not None and self._spare[3] == os.getpid() else None
+                self._spare = None
+                self._pending = spare if spare is not None else self._spawn()
+            if self._spare is None:
+                self._spare = self._spawn()
         except Exception as exc:  # noqa: BLE001 - the next call retries and reports
             logger.warning("could not respawn the grading worker: %s", exc)
 
@@ -1520,6 +1535,8 @@ class _SympyWorker:
                     pass
             self._discard()
             self._drop_pending()
+            spare, self._spare = self._spare, None
+            self._kill_started(spare)
 
 
 _WORKER = _SympyWorker()

@@ -960,8 +960,11 @@ def test_budget_is_shared_across_worker_calls():
 
 
 def test_restart_after_time_out_is_charged_to_the_budget():
-    """The replacement worker is already starting; an answer that needs it waits at most its budget."""
+    """Two time-outs in a row: the spare is used up, and an answer that needs the worker
+    while its replacement is still starting waits at most its own budget."""
     grading._WORKER.ensure_started()
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
     assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
     t0 = time.perf_counter()
     reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 0.01, ("c", "d"))
@@ -969,6 +972,21 @@ def test_restart_after_time_out_is_charged_to_the_budget():
     assert reply.timed_out  # no worker imports sympy in 10 ms: the restart was charged, not waited out
     assert grading._WORKER._pending is not None  # ... and it goes on starting for the next answer
     _check_normal_comparison_still_works()
+
+
+def test_spare_worker_makes_a_restart_free():
+    """After a time-out a warm spare takes over: the next answer does not pay for sympy's import."""
+    grading._WORKER.ensure_started()
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    _check_normal_comparison_still_works()  # waits for the replacement
+    deadline = time.monotonic() + 60
+    while grading._WORKER._spare is not None and not grading._WORKER._spare[1].poll(0) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the new spare finishes importing sympy
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    t0 = time.perf_counter()
+    reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 5.0, ("c", "d"))
+    assert reply == (True, False, False)
+    assert time.perf_counter() - t0 < 1.5  # no sympy import on the way (that takes seconds)
 
 
 # Parent-side work is bounded too (no regex is quadratic on these)
