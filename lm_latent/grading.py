@@ -5,13 +5,17 @@ final answer out of a generation and deciding whether it equals the reference. B
 easy to get subtly wrong (thousands separators vs tuples, units, ``x=3`` vs ``3``,
 latent spans that contain digits), and sympy can hang or eat memory on hostile input.
 
-* :func:`extract_answer` is pure string work (no sympy), linear in the input.
+* :func:`extract_answer` is pure string work (no sympy), linear in the input: the last
+  stated final answer (box, "The answer is", ``####``), else the last math span of the
+  final sentence, else its last number.
 * :func:`is_equiv` normalises both sides, decides by cheap fast paths (normalised
-  string, plain numbers, booleans, option letters) and only sends what is left to
-  ``math_verify`` running in a persistent **spawned** worker process. The parent waits
-  at most ``timeout`` seconds; on time-out the worker is killed (a fresh one starts
-  lazily on the next call) and the comparison counts as not equal.
+  string, plain numbers as exact fractions, booleans, option letters) and only sends
+  what is left to ``math_verify`` running in a persistent **spawned** worker process.
 * :func:`grade` is extract + compare, the per-sample entry point for task code.
+  ``timeout`` is one wall-time budget for the whole answer (every reading, alternative
+  and worker restart); on time-out the worker is killed, a warm spare takes over, and
+  the answer counts as not equal. Nothing raises out of these functions: errors are
+  logged and reported as ``GradeResult.error``.
 
 This module imports only the standard library (never torch, sympy or math_verify in
 the parent process). See ``docs/grading.md`` for what is accepted as equal.
