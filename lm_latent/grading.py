@@ -359,9 +359,11 @@ def _masked(text: str, spans: list[tuple[int, int, str]]) -> str:
     return "".join(out)
 
 
-def _final_statement(text: str) -> str | None:
+def _final_statement(text: str) -> tuple[str | None, tuple[str, ...]]:
     """No box, "answer is" or ``####``: the last math span of the final sentence that has
-    math or a number, else that sentence's last number (signed)."""
+    math or a number, else that sentence's last number (signed). Returns the answer and,
+    when the span was reduced (``16-3-4=9`` -> ``9``), the whole span as an alternate
+    reading (a reference may itself be ``\\log_6(1/36) = -2``)."""
     spans = _math_spans(text)
     masked = _masked(text, spans)
     num = None
@@ -369,19 +371,24 @@ def _final_statement(text: str) -> str | None:
         pass
     last_span = next((s for s in reversed(spans) if s[2].strip()), None)
     if last_span is None and num is None:
-        return None
+        return None, ()
+
+    def from_span(content: str) -> tuple[str, tuple[str, ...]]:
+        reduced, whole = _span_answer(content), content.strip()
+        return reduced, (whole,) if whole != reduced else ()
+
     if last_span is not None and (num is None or num.start() < last_span[0]):
-        return _span_answer(last_span[2])
+        return from_span(last_span[2])
     # The last thing stated is a plain number: a span earlier in its sentence still wins.
     if last_span is not None:
         between = masked[last_span[1] : num.start()]
         if not re.search(r"[.!?](?=\s)|\n", between):
-            return _span_answer(last_span[2])
+            return from_span(last_span[2])
     value = num.group(0)
     s = num.start()
     if s > 0 and masked[s - 1] == "-" and (s < 2 or not (masked[s - 2].isalnum() or masked[s - 2] in ")]}")):
         value = "-" + value
-    return value
+    return value, ()
 
 
 def _states_a_value(tail: str) -> bool:
@@ -433,7 +440,8 @@ def _extract(text: str) -> _Extraction:
         ans = ans.rstrip(".").strip().strip("$").strip()
         if ans:
             return _Extraction(ans)
-    return _Extraction(_final_statement(text))
+    answer, alternates = _final_statement(text)
+    return _Extraction(answer, alternates)
 
 
 def extract_answer(text: str) -> str | None:
