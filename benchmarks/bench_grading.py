@@ -1,20 +1,28 @@
 """Throughput of lm_latent.grading against plain math_verify on real references.
 
-    python benchmarks/bench_grading.py [--data ../shared/data] [--timeout 5]
+    python benchmarks/bench_grading.py [--data ../shared/data] [--timeout 5] [--skip-adversarial | --only-adversarial]
 
 Pair sets (all from MATH-500, ``../shared/data/math500/test.jsonl``):
 
 * ``ref-vs-answer``: the boxed answer of each reference solution vs the ``answer``
   field (almost all equal; what grading a good model looks like);
-* ``shuffled``: each answer vs another problem's answer (unequal; a weak model);
+* ``shuffled``: answers of the first half of the problems vs answers of the second
+  half (unequal; a weak model). Every string occurs once in the set, duplicates
+  dropped, so no comparison reuses a parse;
 * ``slashed``: each answer vs itself with ``\\frac{a}{b}`` written ``((a)/(b))``
-  (equal, but never string-identical, so the sympy worker does the work).
+  (equal, but never string-identical, so the sympy worker does the work). Here the
+  reference string is also the other set's prediction: only a fresh worker is fair.
 
-For each set it times, in this order and in one process: ``math_verify`` called
-directly (``verify(parse(gold), parse(pred))``, its own signal time-outs), then
-``grading.is_equiv`` cold (the first call starts the worker) and warm (the rest), then
-the worker alone (fast paths skipped, every pair sent to sympy). Each pair is seen
-once per method, so neither side profits from a parse cache.
+For each set it times, in one process: ``math_verify`` called directly
+(``verify(parse(gold), parse(pred))``, its own signal time-outs), then
+``grading.is_equiv`` on a **fresh worker** (started, empty parse cache: the headline
+figure), then the same pairs again on that now warm worker (what the worker's
+4,096-entry parse cache buys; not a fair comparison, shown to size it), then the worker
+alone on another fresh worker (fast paths skipped, every pair sent to sympy).
+
+The adversarial set (issue 14's inputs) times ``grade`` per answer under the budget
+and checks the bound ``timeout + 1.5 s``. Timings depend on the machine: compare the
+ratios in one run, on a quiet machine for absolute numbers.
 """
 
 from __future__ import annotations
@@ -47,11 +55,61 @@ def load_pairs(data: Path) -> dict[str, list[tuple[str, str]]]:
         s = _FRAC.sub(lambda m: f"(({m.group(1)})/({m.group(2)}))", a)
         if s != a:
             slashed.append((s, a))
+    # Distinct strings: predictions from one half, references from the other, each used once.
+    seen: set[str] = set()
+    half = n // 2
+    preds, refs = [], []
+    for a in answers[:half]:
+        if a not in seen:
+            seen.add(a)
+            preds.append(a)
+    for a in answers[half:]:
+        if a not in seen:
+            seen.add(a)
+            refs.append(a)
     return {
         "ref-vs-answer": list(zip(boxed, answers)),
-        "shuffled": [(answers[i], answers[(i * 7 + 3) % n]) for i in range(n) if (i * 7 + 3) % n != i],
+        "shuffled": list(zip(preds, refs)),
         "slashed": slashed,
     }
+
+
+#: Issue 14's adversarial answers: (generation, reference(s), multiple).
+ADVERSARIAL = [
+    ("The answer is y = 9^{9^{9^{9}}} + x. So y = 9^{9^{9^{9}}} + x", "y = 2x + 3", False),
+    ("The answer is y = 9^{9^{9^{9}}} + x. So y = 9^{9^{9^{9}}} + x", ["y = 2x + 3", "y=2x+4", "y = x^{9^{9}}"], False),
+    ("\\boxed{y=\\int_0^{10^{10}}e^{x^2}dx}", "y=\\int_0^{10^{10}}e^{x^3}dx", False),
+    ("The answer is 5" + "\n" * 32000, "5", False),
+    ("\\boxed{1\\frac{" + "1" * 5000 + "}{" + "2" * 5000 + "}}", ["1", "2"], True),
+    ("The answer is: " + "7" * 4400, "18", False),
+    ("The answer is 1e400.", "18", False),
+    ("\\boxed{10^{400}}", "0.5", False),
+    ("\\boxed{10^{10^{10}}}", "1", False),
+    ("\\boxed{1000000!}", "1", False),
+    ("\\boxed{2^{2^{2^{2^{2^{2}}}}}}", "3", False),
+    ("\\boxed{" + "(" * 500 + "1" + ")" * 500 + "}", "1", False),
+    ("\\boxed{" + "\\frac{1}{" * 50 + "2" + "}" * 50 + "}", "1", False),
+]
+
+
+def adversarial(timeout: float) -> float:
+    """Time ``grade`` on each adversarial answer; returns the worst seconds per answer."""
+    grading._WORKER.ensure_started()
+    worst = 0.0
+    print(f"\nadversarial answers ({len(ADVERSARIAL)}), budget {timeout:.1f}s per answer")
+    for gen, ref, multiple in ADVERSARIAL:
+        t0 = time.perf_counter()
+        try:
+            res = grading.grade(gen, ref, timeout, multiple=multiple)
+            what = f"correct={res.correct} timed_out={res.timed_out} error={getattr(res, 'error', 'n/a')}"
+        except Exception as exc:  # noqa: BLE001 - the grader before issue 14 raised on some
+            what = f"RAISED {type(exc).__name__}"
+        dt = time.perf_counter() - t0
+        worst = max(worst, dt)
+        print(f"  {dt:7.2f}s  {what:<45} {gen[:50]!r}")
+    bound = timeout + 1.5
+    print(f"  worst {worst:.2f}s per answer; bound {bound:.1f}s: {'OK' if worst <= bound else 'EXCEEDED'}")
+    return worst
 
 
 def _timed(fn, pairs):
@@ -76,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--skip-adversarial", action="store_true")
+    ap.add_argument("--only-adversarial", action="store_true")
     args = ap.parse_args(argv)
+    if args.only_adversarial:
+        logging.basicConfig(level=logging.ERROR)
+        adversarial(args.timeout)
+        return 0
     if not (args.data / "math500" / "test.jsonl").is_file():
         print(f"no MATH-500 data under {args.data}")
         return 1
@@ -104,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"math_verify {version('math-verify')} (import {import_s:.2f}s); limit {args.timeout:.1f}s")
     first = True
+    headline: dict[str, float] = {}
     for name, pairs in sets.items():
         print(f"\n{name} ({len(pairs)} pairs)")
         d_times, d_res = _timed(direct, pairs)
@@ -120,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         grading.shutdown_worker()
         grading._WORKER.ensure_started()
         g_times, g_res = _timed(lambda p, r: is_equiv(p, r, timeout=args.timeout), pairs)
-        g = _summary("grading warm", g_times, g_res, args.timeout)
+        g = _summary("grading, fresh worker", g_times, g_res, args.timeout)
+        headline[name] = g["rate"]
+        c_times, c_res = _timed(lambda p, r: is_equiv(p, r, timeout=args.timeout), pairs)
+        c = _summary("  again, parse cache warm", c_times, c_res, args.timeout)
+        print(f"  cache effect (not a fair figure): {c['rate'] / g['rate']:.2f}x")
         grading.shutdown_worker()
         grading._WORKER.ensure_started()
         w_times, w_res = _timed(worker_only, pairs)
@@ -134,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     stats = grading._worker_stats()
     print(f"\nworker: {stats['starts']} start(s) (one per method, on purpose), "
           f"{stats['timeouts']} time-out(s), {stats['crashes']} crash(es)")
+    print("\nHEADLINE (fresh worker, each string parsed once): "
+          + ", ".join(f"{k} {v:.1f} pairs/s" for k, v in headline.items()))
+    if not args.skip_adversarial:
+        adversarial(args.timeout)
     return 0
 
 

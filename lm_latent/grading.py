@@ -5,13 +5,17 @@ final answer out of a generation and deciding whether it equals the reference. B
 easy to get subtly wrong (thousands separators vs tuples, units, ``x=3`` vs ``3``,
 latent spans that contain digits), and sympy can hang or eat memory on hostile input.
 
-* :func:`extract_answer` is pure string work (no sympy), linear in the input.
+* :func:`extract_answer` is pure string work (no sympy), linear in the input: the last
+  stated final answer (box, "The answer is", ``####``), else the last math span of the
+  final sentence, else its last number.
 * :func:`is_equiv` normalises both sides, decides by cheap fast paths (normalised
-  string, plain numbers, booleans, option letters) and only sends what is left to
-  ``math_verify`` running in a persistent **spawned** worker process. The parent waits
-  at most ``timeout`` seconds; on time-out the worker is killed (a fresh one starts
-  lazily on the next call) and the comparison counts as not equal.
+  string, plain numbers as exact fractions, booleans, option letters) and only sends
+  what is left to ``math_verify`` running in a persistent **spawned** worker process.
 * :func:`grade` is extract + compare, the per-sample entry point for task code.
+  ``timeout`` is one wall-time budget for the whole answer (every reading, alternative
+  and worker restart); on time-out the worker is killed, a warm spare takes over, and
+  the answer counts as not equal. Nothing raises out of these functions: errors are
+  logged and reported as ``GradeResult.error``.
 
 This module imports only the standard library (never torch, sympy or math_verify in
 the parent process). See ``docs/grading.md`` for what is accepted as equal.
@@ -25,9 +29,10 @@ import multiprocessing as mp
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +97,52 @@ def strip_latent(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# Unicode clean-up (shared by extraction and normalisation)
+# --------------------------------------------------------------------------------------
+
+_UNICODE_MAP = {ord(c): None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"}  # zero-width, soft hyphen
+_UNICODE_MAP.update({ord(c): " " for c in "\u00a0\u202f\u2007\u2009\u2008\u2002\u2003\u2004\u2005\u2006\u200a\u3000"})
+_UNICODE_MAP.update({ord(k): v for k, v in {
+    # Cyrillic letters that look Latin (models trained on mixed text write "х" for x)
+    "\u0445": "x", "\u0425": "X", "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c",
+    "\u0443": "y", "\u0410": "A", "\u0412": "B", "\u0415": "E", "\u041c": "M", "\u041e": "O", "\u0420": "P",
+    "\u0421": "C", "\u0422": "T",
+    "\u2212": "-", "\u2013": "-", "\u2014": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ",
+    "\u00f7": "\\div ", "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u2264": "\\le ", "\u2265": "\\ge ",
+    "\u2260": "\\ne ", "\u221a": "\\sqrt", "\u2032": "'",
+    "\u00bd": "\\frac{1}{2}", "\u2153": "\\frac{1}{3}", "\u2154": "\\frac{2}{3}", "\u00bc": "\\frac{1}{4}",
+    "\u00be": "\\frac{3}{4}", "\u2155": "\\frac{1}{5}", "\u2156": "\\frac{2}{5}", "\u2157": "\\frac{3}{5}",
+    "\u2158": "\\frac{4}{5}", "\u2159": "\\frac{1}{6}", "\u215a": "\\frac{5}{6}", "\u215b": "\\frac{1}{8}",
+    "\u215c": "\\frac{3}{8}", "\u215d": "\\frac{5}{8}", "\u215e": "\\frac{7}{8}",
+}.items()})
+_SUPERSCRIPT_DIGITS = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+_SUPERSCRIPT_RUN_RE = re.compile(f"[{_SUPERSCRIPT_DIGITS}\u207b]+")
+_SUPERSCRIPT_TO_ASCII = str.maketrans(_SUPERSCRIPT_DIGITS + "\u207b", "0123456789-")
+
+
+def _fold_unicode(text: str) -> str:
+    """Zero-width characters go, odd spaces become spaces, ``½``/``²``/``х``/``−`` become LaTeX/ASCII.
+
+    Linear; a no-op (and nearly free) for ASCII text.
+    """
+    if text.isascii():
+        return text
+    if any(c in text for c in _SUPERSCRIPT_DIGITS):
+        text = _SUPERSCRIPT_RUN_RE.sub(lambda m: "^{" + m.group(0).translate(_SUPERSCRIPT_TO_ASCII) + "}", text)
+    return text.translate(_UNICODE_MAP)
+
+
+# --------------------------------------------------------------------------------------
 # Extraction
 # --------------------------------------------------------------------------------------
 
 _MAX_BOXES_TRIED = 20
 _MAX_BOX_CHARS = 20000
+#: What follows "The answer is" is read up to this many characters (a reference is never longer).
+_MAX_TAIL_CHARS = 4000
+#: Boxes at most this far apart, with no sentence end between them, form one answer set.
+_MAX_BOX_GAP = 300
+_MAX_SPAN_CHARS = 4000
 
 
 def _match_brace(s: str, open_pos: int, limit: int | None = None) -> int | None:
@@ -119,15 +165,16 @@ def _match_brace(s: str, open_pos: int, limit: int | None = None) -> int | None:
     return None
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed{}``/``\\fbox{}``."""
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """The last complete, non-empty ``\\boxed{}``/``\\fbox{}`` (up to 20), as (start, end, content), in order."""
+    found: list[tuple[int, int, str]] = []
     pos = len(text)
     for _ in range(_MAX_BOXES_TRIED):
         b = text.rfind("\\boxed", 0, pos)
         f = text.rfind("\\fbox", 0, pos)
         i = max(b, f)
         if i < 0:
-            return None
+            break
         j = i + (6 if i == b else 5)
         k = j
         while k < len(text) and text[k] in " \t":
@@ -137,17 +184,47 @@ def _last_boxed(text: str) -> str | None:
             if end is not None:
                 content = text[k + 1 : end].strip()
                 if content:
-                    return content
+                    found.append((i, end + 1, content))
         elif k > j:  # "\boxed 5"
             m = re.match(r"[^\s$]+", text[k : k + 200])
             if m:
-                return m.group(0)
+                found.append((i, k + m.end(), m.group(0)))
         pos = i
-    return None
+    found.reverse()
+    # A box inside a box (``\boxed{\boxed{5}}``) is the same answer: keep the outer one.
+    out: list[tuple[int, int, str]] = []
+    for box in found:  # sorted by start: only an earlier box can contain a later one
+        if out and out[-1][0] <= box[0] and box[1] <= out[-1][1]:
+            continue
+        out.append(box)
+    return out
 
 
-_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
-_HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?", re.IGNORECASE)
+def _last_boxed(text: str) -> str | None:
+    """Content of the last complete, non-empty ``\\boxed{}``/``\\fbox{}``."""
+    boxes = _boxes(text)
+    return boxes[-1][2] if boxes else None
+
+
+_SENTENCE_BREAK_RE = re.compile(r"[.!?](?=\s)|\n[ \t]*\n")
+
+
+def _final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The last box and the boxes before it in the same sentence (``\\boxed{-2}`` and ``\\boxed{1}``)."""
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1] : group[0][0]]
+        if len(gap) > _MAX_BOX_GAP or _SENTENCE_BREAK_RE.search(gap.replace("$", " ")):
+            break
+        group.insert(0, box)
+    return group
+
+
+_ANSWER_IS_RE = re.compile(
+    r"answer\s{0,20}is\s{0,20}:?|(?:^|\n)[ \t]{0,20}[*#_]{0,6}[ \t]{0,20}(?:final\s{1,20})?answer[ \t]{0,20}[*_]{0,4}[ \t]{0,20}:",
+    re.IGNORECASE,
+)
+_HOPE_RE = re.compile(r"I hope it is correct", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"\.\s+(?=[A-Z])|\n\s*\n")
 _NUMBER_RE = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])\.\d+")
 
@@ -168,9 +245,13 @@ def _answer_tails(rest: str) -> list[str]:
 
     The first sentence is the answer ("18. I hope..." / "$5$. This is because...");
     the whole tail is kept as a second candidate because some references are
-    themselves several sentences long.
+    themselves several sentences long. Only the first ``_MAX_TAIL_CHARS`` are read, so
+    the work is bounded whatever follows (32,000 newlines took 5 s through a regex).
     """
-    rest = _HOPE_RE.split(rest, maxsplit=1)[0]
+    rest = rest[:_MAX_TAIL_CHARS]
+    hope = _HOPE_RE.search(rest)
+    if hope:
+        rest = rest[: hope.start()]
     full = _tidy_tail(rest)
     dollars = 0
     last = 0
@@ -184,49 +265,198 @@ def _answer_tails(rest: str) -> list[str]:
     return [c for c in dict.fromkeys((first, full)) if c]
 
 
-def _answer_candidates(text: str) -> list[str]:
-    """Candidate final answers, best first (see :func:`extract_answer`)."""
-    if not text:
-        return []
-    text = strip_latent(text)
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return [boxed]
-    last = None
-    for last in _ANSWER_IS_RE.finditer(text):
-        pass
-    if last is not None:
-        tails = _answer_tails(text[last.end() :])
-        if tails:
-            return tails
-    h = text.rfind("####")
-    if h >= 0:
-        ans = text[h + 4 :].strip().split("\n", 1)[0].strip()
-        ans = ans.rstrip(".").strip().strip("$").strip()
-        if ans:
-            return [ans]
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]`` as (start, end, content); linear.
+
+    An inline ``$`` opens only before a non-space and closes only after a non-space and
+    not before a digit (pandoc's rule), so "paid $5 and got $3 back" holds no math.
+    """
+    spans: list[tuple[int, int, str]] = []
+    n = len(text)
+    i = text.find("$") if "\\" not in text else 0
+    if i < 0:
+        return spans
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            nx = text[i + 1]
+            if nx in "([":
+                close = "\\)" if nx == "(" else "\\]"
+                j = text.find(close, i + 2, i + 2 + _MAX_SPAN_CHARS)
+                if j >= 0:
+                    spans.append((i, j + 2, text[i + 2 : j]))
+                    i = j + 2
+                    continue
+            i += 2
+            continue
+        if c == "$":
+            if text.startswith("$$", i):
+                j = text.find("$$", i + 2, i + 2 + _MAX_SPAN_CHARS)
+                if j >= 0:
+                    spans.append((i, j + 2, text[i + 2 : j]))
+                    i = j + 2
+                else:
+                    i += 2
+                continue
+            if i + 1 < n and not text[i + 1].isspace():
+                j = i + 1
+                limit = min(n, i + 1 + _MAX_SPAN_CHARS)
+                closed = -1
+                while True:
+                    j = text.find("$", j, limit)
+                    if j < 0 or "\n\n" in text[i:j]:
+                        break
+                    if text[j - 1] == "\\":
+                        j += 1
+                        continue
+                    if not text[j - 1].isspace() and not (j + 1 < n and text[j + 1].isdigit()):
+                        closed = j
+                    break
+                if closed > 0:
+                    spans.append((i, closed + 1, text[i + 1 : closed]))
+                    i = closed + 1
+                    continue
+            i += 1
+            continue
+        # jump to the next character that can start math
+        nd = text.find("$", i + 1)
+        nb = text.find("\\", i + 1)
+        cand = [x for x in (nd, nb) if x >= 0]
+        if not cand:
+            break
+        i = min(cand)
+    return spans
+
+
+_APPROX_RE = re.compile(r"\\approx|\\simeq|≈")
+_CMD_RE = re.compile(r"\\[A-Za-z]+")
+
+
+def _span_answer(content: str) -> str:
+    r"""The answer a math span states: ``\\frac{10}{9} \\approx 1.11`` -> the exact part,
+    ``16 - 3 - 4 = 9`` -> ``9``; ``x = 5`` and ``f(y) = y`` stay whole (normalisation reads them)."""
+    s = content.strip()
+    parts = [p.strip() for p in _APPROX_RE.split(s)]
+    if len(parts) > 1:
+        first = parts[0]
+        s = first if first and not re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", first) else parts[-1]
+    pieces = _TOP_EQ_RE.split(s)
+    if len(pieces) > 1 and all(not re.search(r"[A-Za-z]", _CMD_RE.sub("", p)) for p in pieces[:-1]):
+        s = pieces[-1].strip()
+    return s
+
+
+def _masked(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """``text`` with every math span blanked (same length), for searches outside math."""
+    if not spans:
+        return text
+    out, last = [], 0
+    for a, b, _ in spans:
+        out.append(text[last:a])
+        out.append(" " * (b - a))
+        last = b
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _final_statement(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """No box, "answer is" or ``####``: the last math span of the final sentence that has
+    math or a number, else that sentence's last number (signed). Returns the answer and,
+    when the span was reduced (``16-3-4=9`` -> ``9``), the whole span as an alternate
+    reading (a reference may itself be ``\\log_6(1/36) = -2``)."""
+    spans = _math_spans(text)
+    masked = _masked(text, spans)
     num = None
-    for num in _NUMBER_RE.finditer(text):
+    for num in _NUMBER_RE.finditer(masked):
         pass
-    if num is None:
-        return []
+    last_span = next((s for s in reversed(spans) if s[2].strip()), None)
+    if last_span is None and num is None:
+        return None, ()
+
+    def from_span(content: str) -> tuple[str, tuple[str, ...]]:
+        reduced, whole = _span_answer(content), content.strip()
+        return reduced, (whole,) if whole != reduced else ()
+
+    if last_span is not None and (num is None or num.start() < last_span[0]):
+        return from_span(last_span[2])
+    # The last thing stated is a plain number: a span earlier in its sentence still wins.
+    if last_span is not None:
+        between = masked[last_span[1] : num.start()]
+        if not re.search(r"[.!?](?=\s)|\n", between):
+            return from_span(last_span[2])
     value = num.group(0)
     s = num.start()
-    if s > 0 and text[s - 1] == "-" and (s < 2 or not (text[s - 2].isalnum() or text[s - 2] in ")]}")):
+    if s > 0 and masked[s - 1] == "-" and (s < 2 or not (masked[s - 2].isalnum() or masked[s - 2] in ")]}")):
         value = "-" + value
-    return [value]
+    return value, ()
+
+
+def _states_a_value(tail: str) -> bool:
+    """Does an "answer is" tail state something (math, a number, a yes/no, an option)?"""
+    t = tail.strip().lower().rstrip(".")
+    return bool(re.search(r"[\d$\\=]", tail)) or t in _BOOL_WORDS or bool(re.fullmatch(r"\(?[a-e]\)?", t))
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """What a generation states as its final answer.
+
+    ``answer`` is what :func:`extract_answer` returns; ``alternates`` are further readings
+    :func:`grade` tries (the whole "answer is" tail); ``parts`` holds the boxes of the
+    final sentence when there are several (an answer set, or one answer in two forms:
+    MATH solutions write ``\\boxed{\\frac{25}{13}}`` or ``\\boxed{1\\frac{12}{13}}``), of which
+    ``answer`` is the last.
+    """
+
+    answer: str | None
+    alternates: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
+
+
+def _extract(text: str) -> _Extraction:
+    """The last stated final answer, whichever form it takes (see :func:`extract_answer`)."""
+    if not text:
+        return _Extraction(None)
+    text = _fold_unicode(strip_latent(str(text)))
+    boxes = _boxes(text)
+    box_pos = boxes[-1][0] if boxes else -1
+    last_is = None
+    for last_is in _ANSWER_IS_RE.finditer(text):
+        pass
+    is_pos = last_is.start() if last_is is not None else -1
+    hash_pos = text.rfind("####")
+    tails = _answer_tails(text[last_is.end() :]) if last_is is not None else []
+    if box_pos >= 0 and is_pos > box_pos and not (tails and _states_a_value(tails[0])):
+        is_pos = -1  # "\boxed{-5}. ... so our answer is correct": prose after the box is no answer
+    best = max(box_pos, is_pos, hash_pos)
+    if best >= 0 and best == box_pos:
+        group = _final_box_group(text, boxes)
+        parts = tuple(b[2] for b in group)
+        return _Extraction(parts[-1], (), parts if len(parts) > 1 else ())
+    if best >= 0 and best == is_pos and tails:
+        return _Extraction(tails[0], tuple(tails[1:]))
+    if best >= 0 and best == hash_pos:
+        ans = text[hash_pos + 4 : hash_pos + 4 + _MAX_TAIL_CHARS].strip().split("\n", 1)[0].strip()
+        ans = ans.rstrip(".").strip().strip("$").strip()
+        if ans:
+            return _Extraction(ans)
+    answer, alternates = _final_statement(text)
+    return _Extraction(answer, alternates)
 
 
 def extract_answer(text: str) -> str | None:
     """Final answer of a generation, or None.
 
-    Order: last ``\\boxed{}``/``\\fbox{}`` (nested braces kept); else the text after the
-    last "The answer is[:]" (first sentence, trailing period and ``$`` stripped); else
-    the text after the last ``####``; else the last number (sign, thousands separators,
-    decimals, ``a/b``). Latent spans are removed first.
+    The last stated final answer wins, whichever form it takes: the last
+    ``\\boxed{}``/``\\fbox{}`` (nested braces kept; :func:`grade` reads several boxes in
+    the final sentence as an answer set where the reference has several parts), the text
+    after the last "The (final) answer is[:]" (first sentence, trailing period and ``$``
+    stripped; after a box only when it states a value), or the rest of the line after
+    the last ``####``. With none of those: the last math span (``$..$``,
+    ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``) of the final sentence, else its last number.
+    Latent spans are removed first. Linear in the input.
     """
-    candidates = _answer_candidates(text)
-    return candidates[0] if candidates else None
+    return _extract(text).answer
 
 
 # --------------------------------------------------------------------------------------
@@ -240,9 +470,10 @@ _LEFT_RIGHT_RE = re.compile(
 _LEFT_RIGHT_DOT_RE = re.compile(r"\\(?:left|right)\s*\.")
 _FRAC_RE = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _NOISE_RE = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|nonumber|limits)(?![a-zA-Z])")
-_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\\,|\{,\}|\\;|\\!|,\\!)(?=\d{3}(?!\d))")
+_THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:,\\!|\{,\}\\!|\\,|\{,\}|\\;|\\!|\\ )[ ]?(?=\d{3}(?!\d))")
+_SHORT_SQRT_RE = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
 _SPACED_NUMBERS_RE = re.compile(r"-?\d+(?:\.\d+)?(?:\s+-?\d+(?:\.\d+)?)+")
-_MIXED_NUMBER_RE = re.compile(r"^(?P<s>-?)(?P<w>\d+)\s*\\frac\{(?P<a>\d+)\}\{(?P<b>\d+)\}$")
+_MIXED_NUMBER_RE = re.compile(r"^(?P<s>-?)(?P<w>\d{1,30})\s*\\frac\{(?P<a>\d{1,30})\}\{(?P<b>\d{1,30})\}$")
 _BRACED_COMMA_RE = re.compile(r"(?<=\d)\{,\}(?=\d)")
 _SPACING_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
 _DOLLAR_RE = re.compile(r"\\\$|\$")
@@ -363,6 +594,7 @@ class _Num:
     exact: bool  # written as an integer or fraction (not a decimal / scientific)
     decimals: int | None  # digits after the point when written as a plain decimal
     sig: int  # significant digits as written (0 when exact)
+    evaluated: bool = False  # an exact constant (``2\pi``, ``3^{10}``) evaluated by sympy to many digits
 
 
 def _parse_number(s: str) -> _Num | None:
@@ -412,7 +644,7 @@ def _clean(s: str, merge_thousands: bool = True, strip_assignment: bool = True) 
     ``merge_thousands`` reads a whole answer like ``1,234`` as 1234; callers retry
     with False because ``45,135`` may also be a two-element list.
     """
-    s = s.strip()
+    s = _fold_unicode(s).strip()
     if "####" in s:
         s = s.rsplit("####", 1)[1].strip()
     for _ in range(8):
@@ -425,6 +657,7 @@ def _clean(s: str, merge_thousands: bool = True, strip_assignment: bool = True) 
     s = _LEFT_RIGHT_DOT_RE.sub("", s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = _FRAC_RE.sub(r"\\frac", s)
+    s = _SHORT_SQRT_RE.sub(r"\\sqrt{\1}", s)  # \sqrt3 is \sqrt{3} (matters for prose, compared as text)
     s = _NOISE_RE.sub("", s)
     s = _THIN_THOUSANDS_RE.sub("", s)
     s = _BRACED_COMMA_RE.sub(",", s)
@@ -525,26 +758,58 @@ def normalize_answer(answer: str, merge_thousands: bool = True, strip_assignment
     return _Norm(text, key, pct, "other")
 
 
-def _num_close(a: _Num, b: _Num) -> bool:
-    """Numeric equality: exact for ints/fractions, else relative 1e-4 or reference rounding.
+#: Relative difference allowed between an approximate answer and an exact reference
+#: (fraction, radical, pi): math_verify's default precision is 6 decimal places.
+NEAR_EXACT_REL_TOL = 1e-6
+#: An evaluated constant (30+ significant digits) equals an exact value within this.
+_EVAL_REL_TOL = Fraction(1, 10**20)
+_REL_TOL_F = Fraction(str(REL_TOL))
+_NEAR_EXACT_F = Fraction(str(NEAR_EXACT_REL_TOL))
 
-    The rounding rule accepts ``1/3`` for ``0.333`` (and ``1.0936`` for ``1.094``): when
-    one side is a decimal with at least 3 significant digits and the other agrees to
-    within half a unit of its last digit. ``0.5`` vs ``0.51`` stays unequal (1 digit).
+
+def _num_close(p: _Num, r: _Num) -> bool:
+    r"""Is the number ``p`` (answer) equal to the reference ``r``? Exact arithmetic, never raises.
+
+    * an integer reference needs exactly that value (``3^{10}`` is not 59050);
+    * another exact reference (a fraction, or a constant such as ``2\pi`` evaluated by
+      sympy) needs an exact answer or an approximation within ``NEAR_EXACT_REL_TOL``
+      (``0.333`` is not 1/3, ``6.28`` is not ``2\pi``; ``0.3333333`` is);
+    * a reference written as a decimal or in scientific notation is itself rounded, so a
+      relative ``REL_TOL`` is allowed, or either side rounding to the other when the
+      rounded one has >= 3 significant digits (``\pi`` = 3.14, 1.0936 = 1.094).
     """
-    if a.value == b.value:
+    if p.value == r.value:
         return True
-    if a.exact and b.exact:
-        return False
-    x, y = float(a.value), float(b.value)
-    if abs(x - y) <= REL_TOL * max(abs(x), abs(y)):
+    if r.exact or r.evaluated:
+        if p.exact and r.exact:
+            return False
+        if r.exact and r.value.denominator == 1 and not p.evaluated:
+            return False
+        if p.exact or p.evaluated:  # evaluated to 30+ digits beyond the value: capped at 1e-20 absolute
+            return r.value != 0 and abs(p.value - r.value) <= _EVAL_REL_TOL * min(abs(r.value), 1)
+        return r.value != 0 and abs(p.value - r.value) <= _NEAR_EXACT_F * abs(r.value)
+    if abs(p.value - r.value) <= _REL_TOL_F * max(abs(p.value), abs(r.value)):
         return True
-    for r, o in ((a, b), (b, a)):
-        if r.decimals is not None and r.decimals >= 1 and r.sig >= 3:
-            if o.decimals is None or o.decimals > r.decimals:
-                half = Fraction(1, 2 * 10**r.decimals)
-                if abs(r.value - o.value) <= half:
+    for a, o in ((p, r), (r, p)):
+        if a.decimals is not None and a.decimals >= 1 and a.sig >= 3:
+            if o.decimals is None or o.decimals > a.decimals:
+                if abs(a.value - o.value) <= Fraction(1, 2 * 10**a.decimals):
                     return True
+    return False
+
+
+def _scaled_percent(n: _Num) -> _Num:
+    return _Num(n.value / 100, n.exact, None if n.decimals is None else n.decimals + 2, n.sig, n.evaluated)
+
+
+def _num_close_pct(p: _Num, p_pct: bool, r: _Num, r_pct: bool) -> bool:
+    """The number rule when a side carries ``%``: the sign is ignored, or that side divided by 100."""
+    if _num_close(p, r):
+        return True
+    if p_pct and not r_pct:
+        return _num_close(_scaled_percent(p), r)
+    if r_pct and not p_pct:
+        return _num_close(p, _scaled_percent(r))
     return False
 
 
@@ -565,12 +830,7 @@ def _quick(p: _Norm, r: _Norm) -> bool | None:
     if _poly_eq_zero(p.text) and "=" not in r.text:
         return False
     if p.kind == "num" and r.kind == "num":
-        pv, rv = p.value, r.value
-        if p.pct == r.pct:
-            return _num_close(pv, rv)
-        pct_side, other = (pv, rv) if p.pct else (rv, pv)
-        scaled = _Num(pct_side.value / 100, pct_side.exact, None if pct_side.decimals is None else pct_side.decimals + 2, pct_side.sig)
-        return _num_close(pct_side, other) or _num_close(scaled, other)
+        return _num_close_pct(p.value, p.pct, r.value, r.pct)
     pt, rt = _number_tuple(p.text), _number_tuple(r.text)
     if pt is not None and rt is not None and p.pct == r.pct:
         (po, pn, pc), (ro, rn, rc) = pt, rt
@@ -773,25 +1033,29 @@ def _both_equations_proportional(gold: list, target: list) -> bool:
     return _equation_relation(g, t) == "proportional"
 
 
-def _number_vs_constant(pred: str, ref: str, gold: list, target: list) -> bool:
-    """``0.866`` vs ``\\frac{\\sqrt{3}}{2}``: evaluate the constant, apply the number rules."""
+def _number_vs_constant(pred: str, ref: str, gold: list, target: list) -> bool | None:
+    """``0.866`` vs ``\\frac{\\sqrt{3}}{2}``, ``\\boxed{3^{10}}`` vs ``59050``: one side a plain
+    number, the other a constant expression. The constant is evaluated to well beyond the
+    number's digits and the number rule decides (True/False); None when not applicable."""
     import sympy
 
     pn, rn = _parse_number(pred), _parse_number(ref)
     if (pn is None) == (rn is None):
-        return False
-    num, other = (pn, gold) if pn is not None else (rn, target)
+        return None
+    num = pn if pn is not None else rn
+    other = gold if pn is not None else target
     expr = next((x for x in other if not isinstance(x, str)), None)
     if not isinstance(expr, sympy.Expr) or expr.free_symbols or expr.has(sympy.UnevaluatedExpr):
-        return False
+        return None
     try:
-        value = expr.evalf(30)
-        if not value.is_real or value.has(sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
-            return False
-        const = _Num(Fraction(str(value)), False, None, 30)
-    except Exception:  # noqa: BLE001
-        return False
-    return _num_close(num, const)
+        digits = 30 + len(str(abs(num.value.numerator))) + len(str(num.value.denominator))
+        value = expr.evalf(digits)
+        if not value.is_real or not value.is_Number or value.has(sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
+            return None
+        const = _Num(Fraction(str(value)), False, None, digits, evaluated=True)
+    except Exception:  # noqa: BLE001 - not evaluable: let math_verify decide
+        return None
+    return _num_close(num, const) if pn is not None else _num_close(const, num)
 
 
 def _accidental_empty_set(parsed: list, text: str) -> bool:
@@ -814,8 +1078,10 @@ def _mv_equiv(pred: str, ref: str, pred_pct: bool = False, ref_pct: bool = False
     if _accidental_empty_set(gold, ref) or _accidental_empty_set(target, pred):
         return False  # "[a, b)" with a > b is not the empty set the user meant
     kw = dict(timeout_seconds=None, allow_set_relation_comp=True)
-    if pred_pct == ref_pct and _number_vs_constant(pred, ref, gold, target):
-        return True
+    if pred_pct == ref_pct:
+        decided = _number_vs_constant(pred, ref, gold, target)
+        if decided is not None:
+            return decided
     if pred_pct == ref_pct and _numerically_different(gold, target):
         return False
     if _both_equations_proportional(gold, target):
@@ -998,8 +1264,10 @@ def _worker_main(conn) -> None:
     except Exception:  # noqa: BLE001 - not on every platform; the parent's timeout still holds
         pass
     _mv_setup()
-    try:
-        _mv_equiv("\\frac{1}{2}", "0.5")  # warm the ANTLR parser before saying ready
+    try:  # warm the ANTLR parser and sympy's lazily imported simplify before saying ready
+        _mv_equiv("\\frac{1}{2}", "0.5")
+        _mv_equiv("x^2-1", "(x-1)(x+1)")
+        _mv_equiv("\\sqrt{8}", "2\\sqrt{2}")
     except Exception:  # noqa: BLE001
         pass
     conn.send(("ready", os.getpid()))
@@ -1015,8 +1283,7 @@ def _worker_main(conn) -> None:
             result = bool(_worker_job(kind, payload))
             ok = True
         except BaseException as exc:  # noqa: BLE001 - RecursionError, MemoryError, sympy bugs
-            result, ok = False, False
-            logger.debug("grading worker error: %r", exc)
+            result, ok = f"{type(exc).__name__}: {exc}"[:_LOG_CHARS], False
         try:
             conn.send((seq, ok, result))
         except (OSError, ValueError):
@@ -1063,14 +1330,51 @@ def _start_without_main(proc) -> None:
             main.__dict__["__spec__"] = saved_spec
 
 
+class _Budget:
+    """One answer's wall-clock allowance, shared by every reading, alternative and restart."""
+
+    __slots__ = ("deadline", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(float(seconds), 0.0)
+        self.deadline = time.monotonic() + self.seconds
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def extend(self, seconds: float) -> None:
+        self.deadline += seconds
+
+
+def _as_budget(budget: _Budget | float) -> _Budget:
+    return budget if isinstance(budget, _Budget) else _Budget(budget)
+
+
+class _Reply(NamedTuple):
+    equal: bool
+    timed_out: bool
+    error: bool = False
+
+
 class _SympyWorker:
-    """One persistent spawned process; calls are serialised by a lock (thread-safe)."""
+    """One persistent spawned process; calls are serialised by a lock (thread-safe).
+
+    After a time-out the worker is killed and replaced by a spare that has already
+    imported sympy; a new spare starts in the background (from the first time-out on,
+    one extra process is kept). So a restart costs the next answer nothing unless two
+    time-outs come within the ~1 s a start takes; then whoever needs the worker waits for
+    it within their own budget. Only the first start in a process is not charged to a
+    budget (it is bounded by ``WORKER_START_TIMEOUT``).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc = None
         self._conn = None
         self._owner_pid = None
+        self._pending = None  # (proc, conn, spawned_at, owner_pid) of the next worker, maybe still starting
+        self._spare = None  # same, kept warm once a time-out has happened
+        self._ever_ready_pid = None
         self._seq = 0
         self.starts = 0
         self.timeouts = 0
@@ -1079,7 +1383,8 @@ class _SympyWorker:
     def _alive(self) -> bool:
         return self._proc is not None and self._owner_pid == os.getpid() and self._proc.is_alive()
 
-    def _start(self) -> None:
+    def _spawn(self) -> tuple:
+        """Start a worker process without waiting for it (it says "ready" when it is)."""
         ctx = mp.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
@@ -1096,19 +1401,58 @@ class _SympyWorker:
             raise RuntimeError(f"cannot start the grading worker process: {exc}") from exc
         child_conn.close()
         self.starts += 1
-        if not parent_conn.poll(WORKER_START_TIMEOUT):
-            proc.kill()
-            proc.join(5)
-            raise RuntimeError(f"grading worker did not start within {WORKER_START_TIMEOUT:.0f}s")
+        return (proc, parent_conn, time.monotonic(), os.getpid())
+
+    @staticmethod
+    def _kill_started(started) -> None:
+        if started is not None and started[3] == os.getpid():
+            try:
+                started[0].kill()
+                started[0].join(5)
+                started[1].close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        self._kill_started(pending)
+
+    def _ready(self, budget: _Budget | None) -> bool:
+        """Make a worker available; False when ``budget`` ran out first (it keeps starting)."""
+        if self._alive():
+            return True
+        self._discard()
+        if self._pending is not None and self._pending[3] != os.getpid():
+            self._pending = None  # inherited through fork: not ours
+        if self._spare is not None and self._spare[3] != os.getpid():
+            self._spare = None
+        if self._pending is None:
+            self._pending = self._spawn()
+        proc, conn, spawned, _ = self._pending
+        first = self._ever_ready_pid != os.getpid()
+        t0 = time.monotonic()
+        left_to_start = WORKER_START_TIMEOUT - (t0 - spawned)
+        wait = left_to_start if (first or budget is None) else min(left_to_start, max(budget.remaining(), 0.0))
+        got = conn.poll(max(wait, 0.0))
+        if first and budget is not None:
+            budget.extend(time.monotonic() - t0)  # the one-time start is not the answer's fault
+        if not got:
+            if time.monotonic() - spawned >= WORKER_START_TIMEOUT:
+                self._drop_pending()
+                raise RuntimeError(f"grading worker did not start within {WORKER_START_TIMEOUT:.0f}s")
+            return False
+        self._pending = None
         try:
-            msg = parent_conn.recv()
+            msg = conn.recv()
         except EOFError as exc:
             proc.join(5)
             raise RuntimeError(f"grading worker died while starting (exit code {proc.exitcode})") from exc
         if not (isinstance(msg, tuple) and msg and msg[0] == "ready"):
             proc.kill()
             raise RuntimeError(f"grading worker sent {msg!r} instead of 'ready'")
-        self._proc, self._conn, self._owner_pid = proc, parent_conn, os.getpid()
+        self._proc, self._conn, self._owner_pid = proc, conn, os.getpid()
+        self._ever_ready_pid = os.getpid()
+        return True
 
     def _discard(self) -> None:
         proc, conn = self._proc, self._conn
@@ -1125,33 +1469,52 @@ class _SympyWorker:
             except Exception:  # noqa: BLE001
                 pass
 
+    def _replace(self) -> None:
+        """Kill the current worker; the warm spare takes over and a new spare starts."""
+        self._discard()
+        try:
+            if self._pending is None:
+                spare = self._spare if self._spare is not None and self._spare[3] == os.getpid() else None
+                self._spare = None
+                self._pending = spare if spare is not None else self._spawn()
+            if self._spare is None:
+                self._spare = self._spawn()
+        except Exception as exc:  # noqa: BLE001 - the next call retries and reports
+            logger.warning("could not respawn the grading worker: %s", exc)
+
     def ensure_started(self) -> None:
         with self._lock:
-            if not self._alive():
-                self._discard()
-                self._start()
+            self._ready(None)
 
-    def call(self, kind: str, payload, timeout: float, what: tuple) -> tuple[bool, bool]:
-        """Run one job; returns (equal, timed_out). Time-outs and crashes count as unequal."""
+    def call(self, kind: str, payload, budget: _Budget | float, what: tuple) -> _Reply:
+        """Run one job within ``budget``; time-outs, crashes and errors count as unequal."""
+        budget = _as_budget(budget)
         with self._lock:
-            if not self._alive():
-                self._discard()
-                self._start()
+            if budget.remaining() <= 0:
+                return _Reply(False, True)
+            if not self._ready(budget):
+                self.timeouts += 1
+                logger.warning(
+                    "grading budget of %.1fs ran out while the worker restarted (counted as not equal): "
+                    "prediction=%s reference=%s", budget.seconds, _short(what[0]), _short(what[1]),
+                )
+                return _Reply(False, True)
             self._seq += 1
             seq = self._seq
+            wait = max(budget.remaining(), 0.0)
             try:
                 self._conn.send((seq, kind, payload))
-                ready = self._conn.poll(max(float(timeout), 0.0))
+                ready = self._conn.poll(wait)
             except (OSError, ValueError, BrokenPipeError):
                 ready = None
             if ready is False:
                 self.timeouts += 1
                 logger.warning(
-                    "grading comparison timed out after %.1fs (worker killed; counted as not equal): "
-                    "prediction=%s reference=%s", timeout, _short(what[0]), _short(what[1]),
+                    "grading comparison timed out (budget %.1fs for the answer; worker killed; counted as not "
+                    "equal): prediction=%s reference=%s", budget.seconds, _short(what[0]), _short(what[1]),
                 )
-                self._discard()
-                return False, True
+                self._replace()
+                return _Reply(False, True)
             try:
                 if ready is None:
                     raise EOFError
@@ -1163,12 +1526,16 @@ class _SympyWorker:
                     "grading worker crashed (exit code %s; counted as not equal): prediction=%s reference=%s",
                     code, _short(what[0]), _short(what[1]),
                 )
-                self._discard()
-                return False, False
+                self._replace()
+                return _Reply(False, False, True)
             if got_seq != seq:  # cannot happen with one caller at a time; be safe
-                self._discard()
-                return False, False
-            return bool(result), False
+                self._replace()
+                return _Reply(False, False, True)
+            if not ok:
+                logger.warning("grading worker raised %s (counted as not equal): prediction=%s reference=%s",
+                               result, _short(what[0]), _short(what[1]))
+                return _Reply(False, False, True)
+            return _Reply(bool(result), False)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -1179,6 +1546,9 @@ class _SympyWorker:
                 except Exception:  # noqa: BLE001
                     pass
             self._discard()
+            self._drop_pending()
+            spare, self._spare = self._spare, None
+            self._kill_started(spare)
 
 
 _WORKER = _SympyWorker()
@@ -1197,6 +1567,21 @@ def _worker_stats() -> dict:
 # --------------------------------------------------------------------------------------
 # Public comparison API
 # --------------------------------------------------------------------------------------
+
+
+class _Outcome:
+    """Accumulates what happened while grading one answer."""
+
+    __slots__ = ("error", "timed_out")
+
+    def __init__(self) -> None:
+        self.timed_out = False
+        self.error = False
+
+    def add(self, reply: _Reply) -> bool:
+        self.timed_out |= reply.timed_out
+        self.error |= reply.error
+        return reply.equal
 
 
 def _readings(answer: str, other: str) -> list[_Norm]:
@@ -1218,30 +1603,52 @@ def _readings(answer: str, other: str) -> list[_Norm]:
     return out
 
 
-def _equiv_detail(prediction: str, reference: str, timeout: float) -> tuple[bool, bool]:
-    timed_out = False
+_SUBSCRIPTED_LHS_RE = re.compile(r"^[\s$]*(\\?[A-Za-z]+)\s*_\s*\{?\s*([A-Za-z0-9]+)\s*\}?\s*=")
+
+
+def _different_subscripts(prediction: str, reference: str) -> bool:
+    """``y_3 = ...`` is not ``y_2 = ...`` (the name is part of such an answer)."""
+    a = _SUBSCRIPTED_LHS_RE.match(prediction)
+    b = _SUBSCRIPTED_LHS_RE.match(reference)
+    return bool(a and b and a.groups() != b.groups())
+
+
+def _equiv_detail(prediction: str, reference: str, budget: _Budget, out: _Outcome) -> bool:
+    if _different_subscripts(prediction, reference):
+        return False
     for r in _readings(reference, prediction):
         for p in _readings(prediction, reference):
             q = _quick(p, r)
             if q is None:
-                q, t = _WORKER.call("single", (p.text, r.text, p.pct, r.pct), timeout, (prediction, reference))
-                timed_out |= t
+                q = out.add(_WORKER.call("single", (p.text, r.text, p.pct, r.pct), budget, (prediction, reference)))
+                if out.timed_out:
+                    return False  # the budget is spent: no further readings
             if q:
-                return True, timed_out
-    return False, timed_out
+                return True
+    return False
+
+
+def _safe_log(what: str, exc: BaseException, *inputs) -> None:
+    logger.warning("%s raised %s: %s (counted as not equal): %s", what, type(exc).__name__, str(exc)[:_LOG_CHARS],
+                   " ".join(_short(x) for x in inputs))
 
 
 def is_equiv(prediction: str, reference: str, timeout: float = 5.0) -> bool:
     """True when ``prediction`` means the same answer as ``reference``.
 
     Fast paths (normalised string, plain numbers, booleans, option letters) decide most
-    pairs in the parent; the rest goes to math_verify in the worker, limited to
-    ``timeout`` seconds (a time-out or a worker crash counts as not equal). Not
-    symmetric in corner cases (math_verify treats the reference as the gold).
+    pairs in the parent; the rest goes to math_verify in the worker. ``timeout`` bounds
+    the whole comparison (every reading, and a worker restart); a time-out, a worker
+    crash or any error counts as not equal, never raises. Not symmetric in corner cases
+    (math_verify treats the reference as the gold).
     """
     if prediction is None or reference is None:
         return False
-    return _equiv_detail(str(prediction), str(reference), timeout)[0]
+    try:
+        return _equiv_detail(str(prediction), str(reference), _Budget(timeout), _Outcome())
+    except Exception as exc:  # noqa: BLE001 - grading must never abort a run
+        _safe_log("is_equiv", exc, prediction, reference)
+        return False
 
 
 def _flatten_refs(reference_list: str | Iterable[str]) -> list[str]:
@@ -1260,11 +1667,11 @@ def _flatten_refs(reference_list: str | Iterable[str]) -> list[str]:
     return [str(x) for x in reference_list]
 
 
-def _multi_detail(prediction: str, reference_list: str | Iterable[str], timeout: float) -> tuple[bool, bool]:
+def _multi_detail(prediction: str, reference_list: str | Iterable[str], budget: _Budget, out: _Outcome) -> bool:
     refs = [item for ref in _flatten_refs(reference_list) for item in split_answers(ref)]
     preds = split_answers(prediction)
     if not refs or not preds or len(refs) != len(preds):
-        return False, False
+        return False
     p_norm = [normalize_answer(x) for x in preds]
     r_norm = [normalize_answer(x) for x in refs]
     # Pair off everything the fast paths settle; only the rest goes to the worker.
@@ -1278,11 +1685,11 @@ def _multi_detail(prediction: str, reference_list: str | Iterable[str], timeout:
         else:
             left_p.append(p)
     if not left_p:
-        return True, False
+        return True
     left_r = [r_norm[i] for i in free]
     if all(_quick(p, r) is False for p in left_p for r in left_r):
-        return False, False
-    return _WORKER.call("multi", (left_p, left_r), timeout, (prediction, refs))
+        return False
+    return out.add(_WORKER.call("multi", (left_p, left_r), budget, (prediction, refs)))
 
 
 def is_equiv_multi(prediction: str, reference_list: str | Iterable[str], timeout: float = 5.0) -> bool:
@@ -1291,20 +1698,36 @@ def is_equiv_multi(prediction: str, reference_list: str | Iterable[str], timeout
     ``reference_list`` is a list of answers (or a list written as a string, or one string
     with comma-separated answers); each entry is split at top-level commas too. The
     prediction is split the same way and the two must match one-to-one as multisets.
-    ``timeout`` bounds the whole comparison.
+    ``timeout`` bounds the whole comparison; errors count as not equal, never raise.
     """
     if prediction is None or reference_list is None:
         return False
-    return _multi_detail(str(prediction), reference_list, timeout)[0]
+    try:
+        return _multi_detail(str(prediction), reference_list, _Budget(timeout), _Outcome())
+    except Exception as exc:  # noqa: BLE001 - grading must never abort a run
+        _safe_log("is_equiv_multi", exc, prediction, reference_list)
+        return False
 
 
 @dataclass(frozen=True)
 class GradeResult:
-    """Outcome of grading one generation."""
+    """Outcome of grading one generation.
+
+    ``timed_out``: the answer's budget ran out (counted as wrong). ``error``: something
+    failed while grading it (a worker crash, an exception; counted as wrong, logged).
+    """
 
     correct: bool
     extracted: str | None
     timed_out: bool
+    error: bool = False
+
+
+def _has_parts(reference: str) -> bool:
+    try:
+        return len(split_answers(reference)) > 1
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def grade(
@@ -1317,23 +1740,48 @@ def grade(
     """Extract the final answer from ``generation`` and compare it with ``reference``.
 
     ``reference`` may be a list: with ``multiple=True`` all its answers must be given
-    (:func:`is_equiv_multi`); otherwise any one entry counts as correct.
+    (:func:`is_equiv_multi`); otherwise any one entry counts as correct. Several boxes in
+    the final sentence are an answer set, compared as a set when the reference has
+    several parts (or ``multiple``); otherwise the last box is the answer.
+
+    ``timeout`` is the answer's whole budget in seconds: every reading, alternative
+    reference and worker restart shares it, so ``grade`` returns within about
+    ``timeout`` plus the parent's own bounded string work (a few ms; the first worker
+    start in a process, up to ``WORKER_START_TIMEOUT``, is not charged). It never
+    raises: errors are logged and give ``correct=False, error=True``.
     """
-    candidates = _answer_candidates(generation or "")
-    if not candidates or reference is None:
-        return GradeResult(False, candidates[0] if candidates else None, False)
-    refs = [reference] if isinstance(reference, str) else [str(r) for r in reference]
-    timed_out_any = False
-    for extracted in candidates:  # more than one only after "The answer is"
-        if multiple:
-            ok, timed_out = _multi_detail(extracted, reference, timeout)
-            timed_out_any |= timed_out
-            if ok:
-                return GradeResult(True, extracted, timed_out_any)
-            continue
-        for ref in refs:
-            ok, timed_out = _equiv_detail(extracted, ref, timeout)
-            timed_out_any |= timed_out
-            if ok:
-                return GradeResult(True, extracted, timed_out_any)
-    return GradeResult(False, candidates[0], timed_out_any)
+    budget = _Budget(timeout)
+    out = _Outcome()
+    extracted: str | None = None
+    try:
+        ex = _extract(generation or "")
+        extracted = ex.answer
+        if extracted is None or reference is None:
+            return GradeResult(False, extracted, False)
+        refs = [reference] if isinstance(reference, str) else [str(r) for r in reference]
+        if ex.parts:
+            as_set = multiple or any(_has_parts(r) for r in refs)
+            candidates = [", ".join(ex.parts)] if as_set else [extracted]
+        else:
+            as_set = multiple
+            candidates = [extracted, *ex.alternates]
+        for cand in candidates:  # more than one only after "The answer is"
+            if as_set:
+                groups = [reference] if multiple else [[r] for r in refs]
+                for group in groups:
+                    if _multi_detail(cand, group, budget, out):
+                        return GradeResult(True, cand, out.timed_out, out.error)
+                    if out.timed_out:
+                        break
+            else:
+                for ref in refs:
+                    if _equiv_detail(cand, ref, budget, out):
+                        return GradeResult(True, cand, out.timed_out, out.error)
+                    if out.timed_out:
+                        break
+            if out.timed_out:
+                break
+        return GradeResult(False, candidates[0], out.timed_out, out.error)
+    except Exception as exc:  # noqa: BLE001 - one bad answer must never abort a run
+        _safe_log("grade", exc, generation, reference)
+        return GradeResult(False, extracted, out.timed_out, True)

@@ -6,7 +6,11 @@ import math
 
 from lm_latent.prompts import PROMPT_TEMPLATE
 
-GRADING_TIMEOUT_S = 5.0
+#: One answer's whole grading budget in seconds (every reading, alternative reference and
+#: worker restart shares it; see docs/grading.md). A benchmark of N answers therefore spends
+#: at most about N x this on grading: 12,000 answers, every one adversarial, 10 h; real
+#: answers take milliseconds (the slowest real reference pairs measured take ~1-2 s).
+GRADING_TIMEOUT_S = 3.0
 
 
 def doc_to_text(doc: dict) -> str:
@@ -15,6 +19,9 @@ def doc_to_text(doc: dict) -> str:
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     """Accuracy by sympy equivalence, plus the exact token counts the ``latent`` model attached.
+
+    ``grading_timeout``/``grading_error``: the answer's grading budget ran out, or grading
+    failed (logged); both count as wrong and never abort the run.
 
     ``gen_tokens``/``latent_tokens`` are NaN when the model did not count (e.g. ``--model hf``
     or ``--use_cache``): counting by re-tokenizing text would be wrong for latent tokens.
@@ -32,4 +39,5 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
         "latent_tokens": float(latent_tokens),
         "latent_usage": float(latent_tokens > 0) if latent_tokens == latent_tokens else math.nan,
         "grading_timeout": float(result.timed_out),
+        "grading_error": float(result.error),
     }

@@ -312,7 +312,9 @@ EQUIV_CASES: list[tuple[str, str, bool]] = [
     ("pi/2", "\\frac{\\pi}{2}", True),
     ("2\\pi", "\\pi+\\pi", True),
     ("\\pi", "3.14159", True),
-    ("6.2832", "2\\pi", True),
+    ("6.2832", "2\\pi", False),  # an exact reference needs ~6 digits (issue 14.8)
+    ("6.283185", "2\\pi", True),
+    ("2\\pi", "6.28", True),  # a rounded reference keeps its tolerance
     ("\\frac{\\sqrt{3}}{2}", "0.866", True),
     ("0.87", "\\frac{\\sqrt{3}}{2}", False),
     ("\\pi", "3", False),
@@ -336,9 +338,10 @@ EQUIV_CASES: list[tuple[str, str, bool]] = [
     ("-\\frac{1}{2}", "\\frac{-1}{2}", True),
     ("0.5", "0.51", False),
     ("0.51", "0.5", False),
-    ("0.333", "\\frac{1}{3}", True),
+    ("0.333", "\\frac{1}{3}", False),
+    ("0.3333333", "\\frac{1}{3}", True),
     ("\\frac{1}{3}", "0.333", True),
-    ("0.3333", "1/3", True),
+    ("0.3333", "1/3", False),
     ("0.33", "\\frac{1}{3}", False),
     ("0.3", "\\frac{1}{3}", False),
     ("3", "3.0", True),
@@ -350,8 +353,10 @@ EQUIV_CASES: list[tuple[str, str, bool]] = [
     ("1.0936", "1.094", True),
     ("1.09", "1.094", True),  # either side may be a rounding of the other (>= 3 digits)
     ("1.1", "1.094", False),  # ... but not with only 2 significant digits
-    ("5.333", "\\frac{16}{3}", True),
-    ("5.33", "\\frac{16}{3}", True),
+    ("5.333", "\\frac{16}{3}", False),
+    ("5.33", "\\frac{16}{3}", False),
+    ("5.333333", "\\frac{16}{3}", True),
+    ("\\frac{16}{3}", "5.33", True),
     ("5.3", "\\frac{16}{3}", False),
     ("-0.0", "0", True),
     ("0", "0.0001", False),
@@ -466,7 +471,8 @@ MULTI_CASES: list[tuple[str, list[str] | str, bool]] = [
 
 EXTRACT_CASES: list[tuple[str, str | None]] = [
     ("So the answer is \\boxed{5}.", "5"),
-    ("\\boxed{3} then \\boxed{7}", "7"),  # last box wins
+    ("\\boxed{3} then \\boxed{7}", "7"),  # one sentence: grade() may read them as a set
+    ("\\boxed{3}. Then \\boxed{7}", "7"),  # last box wins
     ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
     ("\\boxed{\\frac{\\sqrt{3}}{\\left(2\\right)}}", "\\frac{\\sqrt{3}}{\\left(2\\right)}"),
     ("We get $\\boxed{\\{1,2\\}}$.", "\\{1,2\\}"),
@@ -627,6 +633,7 @@ def _check_normal_comparison_still_works():
 
 @pytest.mark.parametrize("prediction,reference", PATHOLOGICAL, ids=[p[:30] for p, _ in PATHOLOGICAL])
 def test_pathological_input_returns_within_limit(prediction, reference, caplog):
+    grading._WORKER.ensure_started()
     t0 = time.perf_counter()
     res = is_equiv(prediction, reference, timeout=LIMIT)
     elapsed = time.perf_counter() - t0
@@ -636,6 +643,7 @@ def test_pathological_input_returns_within_limit(prediction, reference, caplog):
 
 
 def test_pathological_grade(caplog):
+    grading._WORKER.ensure_started()  # the process's first start is not part of the budget
     t0 = time.perf_counter()
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
         res = grade("so \\boxed{1000000!}", "1", timeout=LIMIT)
@@ -647,15 +655,16 @@ def test_pathological_grade(caplog):
 
 
 def test_grade_reports_timed_out(monkeypatch):
-    monkeypatch.setattr(grading._WORKER, "call", lambda kind, payload, timeout, what: (False, True))
+    monkeypatch.setattr(grading._WORKER, "call", lambda kind, payload, budget, what: grading._Reply(False, True))
     assert grade("\\boxed{x^2}", "x^3") == GradeResult(False, "x^2", True)
     assert grade("\\boxed{2, 3}", ["(1,2)", "(3,4)"], multiple=True) == GradeResult(False, "2, 3", True)
 
 
 def test_garbage_input():
+    grading._WORKER.ensure_started()
     garbage = _garbage()
     t0 = time.perf_counter()
-    assert extract_answer(garbage) is not None or True  # must not raise
+    assert extract_answer(garbage + "\n\nThe answer is 42.") == "42"  # garbage before does not matter
     assert is_equiv(garbage, "1", timeout=LIMIT) is False
     assert is_equiv("1", garbage, timeout=LIMIT) is False
     assert grade(garbage, "x+1", timeout=LIMIT).correct is False
@@ -670,19 +679,20 @@ def test_timeout_kills_worker_and_restarts(caplog):
     old_pid = grading._WORKER._proc.pid
     t0 = time.perf_counter()
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
-        equal, timed_out = grading._WORKER.call("_sleep", 60, 1.0, ("sleepy-pred", "sleepy-ref"))
-    assert (equal, timed_out) == (False, True)
+        reply = grading._WORKER.call("_sleep", 60, 1.0, ("sleepy-pred", "sleepy-ref"))
+    assert reply == (False, True, False)
     assert time.perf_counter() - t0 < 1.0 + 3
     assert any("sleepy-pred" in r.getMessage() for r in caplog.records)
-    assert grading._WORKER._proc is None  # killed; a fresh one starts lazily
+    assert grading._WORKER._proc is None  # killed; its replacement is already starting
+    assert grading._WORKER._pending is not None
     _check_normal_comparison_still_works()
     assert grading._WORKER._proc.pid != old_pid
 
 
 def test_worker_crash_counts_as_unequal(caplog):
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
-        equal, timed_out = grading._WORKER.call("_crash", None, 10.0, ("crash-pred", "crash-ref"))
-    assert (equal, timed_out) == (False, False)
+        reply = grading._WORKER.call("_crash", None, 10.0, ("crash-pred", "crash-ref"))
+    assert reply == (False, False, True)  # a crash is an error, not a time-out
     assert any("crashed" in r.getMessage() for r in caplog.records)
     _check_normal_comparison_still_works()
 
@@ -747,3 +757,309 @@ def test_unguarded_main_script_can_grade(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("RESULT") == 1 and "RESULT True" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Issue 14: extraction a reader would do, no input raises, one budget per answer
+# --------------------------------------------------------------------------------------
+
+# (generation, expected extract_answer)
+READER_EXTRACT_CASES: list[tuple[str, str | None]] = [
+    # 14.1: an unboxed final answer is the last math span of the final sentence, not its last digit
+    ("We count the cases. Hence the probability is $\\frac{10}{9}$.", "\\frac{10}{9}"),
+    ("Solving the quadratic, so $x = \\frac{1+\\sqrt{5}}{2}$", "x = \\frac{1+\\sqrt{5}}{2}"),
+    ("The only solution is $(7, 6)$.", "(7, 6)"),
+    ("The range of $f$ is $[0,1)$.", "[0,1)"),
+    ("The matrix is $\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$.", "\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}"),
+    ("Therefore $$f(y) = y$$", "f(y) = y"),
+    ("Therefore \\[x^2+1\\] is the polynomial.", "x^2+1"),
+    ("so it equals \\(25\\sqrt{3}\\).", "25\\sqrt{3}"),
+    ("The value is $\\frac{10}{9}$ (approximately 1.11).", "\\frac{10}{9}"),  # the exact form stated first
+    ("The value is $\\frac{10}{9} \\approx 1.11$.", "\\frac{10}{9}"),
+    ("In total $16 - 3 - 4 = 9$.", "9"),  # an arithmetic chain states its end
+    ("We had $x = 3$.\nSo the total is 12 apples.", "12"),  # a later sentence with only a number
+    ("$\\frac{1}{2}$ of them left.\n\nI hope this helps!", "\\frac{1}{2}"),  # trailing chatter without math
+    ("She paid $5 and got $3 back.", "3"),  # dollar amounts are not math
+    ("It costs $18.", "18"),
+    ("The cost is \\$5 and then $x+1$.", "x+1"),
+    # 14.2: several boxes in the final sentence are one answer set; the last stated answer wins
+    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "1"),  # grade() reads a set
+    ("\\boxed{-5}. Multiplying out, this matches, so our answer is correct.", "-5"),
+    ("\\boxed{4}. Checking again, the answer is positive.", "4"),
+    ("\\boxed{4}. Checking again, the answer is yes.", "yes"),
+    ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "10,455"),
+    ("We try $\\boxed{4}$.\n\nActually the answer is $\\boxed{5}$.", "5"),
+    ("The final answer is $\\boxed{5}$. I hope it is correct.", "5"),
+    ("**Final Answer:** 17", "17"),
+    ("#### 18\nThe answer is 19", "19"),
+    ("The answer is 19\n#### 18", "18"),
+    # smaller ones: Unicode
+    ("The answer is х = 5.", "x = 5"),
+    ("The answer is ½.", "\\frac{1}{2}"),
+    ("The area is 9 cm² in total, so the answer is 9\u00a0cm².", "9 cm^{2}"),
+    ("The answer is 1\u200b2.", "12"),
+]
+
+# (generation, reference, correct)
+READER_GRADE_CASES: list[tuple[str, str, bool]] = [
+    ("Hence the probability is $\\frac{10}{9}$.", "\\frac{10}{9}", True),
+    ("Hence the probability is $\\frac{10}{9}$.", "9", False),
+    ("Solving, so $x = \\frac{1+\\sqrt{5}}{2}$", "2", False),
+    ("Solving, so $x = \\frac{1+\\sqrt{5}}{2}$", "\\frac{1+\\sqrt{5}}{2}", True),
+    ("The only solution is $(7, 6)$.", "6", False),
+    ("The only solution is $(7, 6)$.", "(7,6)", True),
+    ("The range is $[0,1)$.", "1", False),
+    ("Thus $\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$.", "1", False),
+    ("Thus $$f(y) = y$$", "f(y)=y", True),
+    # a reduced span is tried whole too, when the reference is itself a statement
+    ("So the value is $\\log _{6}\\left(\\frac{1}{36}\\right)=-2$.", "$\\log _{6}\\left(\\frac{1}{36}\\right)=-2$", True),
+    ("So the value is $\\log _{6}\\left(\\frac{1}{36}\\right)=-2$.", "-2", True),
+    ("So the value is $\\log _{6}\\left(\\frac{1}{36}\\right)=-2$.", "-3", False),
+    ("So it is $\\approx(2.3217,4.3717)$.", "$\\approx(2.3217,4.3717)$", True),
+    ("So $x \\approx 0.01866, x \\approx 1.7115$.", "$x \\approx 0.01866, x \\approx 1.7115$", True),
+    # another problem's wrong answer that a last-number or loose reading called right
+    ("So the probability is $\\frac{2}{5}$.", "5", False),
+    ("So the area is $25\\sqrt{3}$.", "3", False),
+    ("So the area is $25\\sqrt{3}$.", "25\\sqrt{3}", True),
+    # 14.2 answer sets
+    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "-2, 1", True),
+    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "1, -2", True),
+    ("The roots are $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$.", "-2, 3", False),
+    ("Since $\\boxed{a=3}$, we get $\\boxed{7}$.", "7", True),  # single-part reference: the last box
+    ("So $\\boxed{\\frac{25}{13}}$, or $\\boxed{1\\frac{12}{13}}$.", "\\frac{25}{13}", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "3, \\frac{2}{5}", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "\\frac{2}{5}, 3", True),
+    ("Hence, $x$ must be $\\boxed{3}$ or $\\boxed{\\frac{2}{5}}$.", "\\frac{2}{5}, 4", False),
+    ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "10455", True),
+    ("First \\boxed{200}. Then \\boxed{255}. The final answer is $10,455$", "255", False),
+    # 14.3 thousands with \! and a space
+    ("\\boxed{11,\\! 111,\\! 100}", "11111100", True),
+    ("\\boxed{11,\\!111,\\!100}", "11111100", True),
+    ("\\boxed{1{,}000{,}000}", "1000000", True),
+    # 14.6 an integer reference needs exactly that value
+    ("\\boxed{3^{10}}", "59050", False),
+    ("\\boxed{3^{10}}", "59049", True),
+    ("\\boxed{2^{14}+1}", "16384", False),
+    ("\\boxed{2^{14}+1}", "16385", True),
+    ("\\boxed{15554+1}", "15554", False),
+    ("\\boxed{10^{30}+1}", "1000000000000000000000000000000", False),
+    ("\\boxed{17.9999}", "18", False),
+    ("\\boxed{18.0}", "18", True),
+    # 14.8 rounding: exact reference needs (near-)exact answers; a rounded reference keeps its tolerance
+    ("\\boxed{0.333}", "\\frac{1}{3}", False),
+    ("\\boxed{6.28}", "2\\pi", False),
+    ("\\boxed{0.866}", "\\frac{\\sqrt{3}}{2}", False),
+    ("\\boxed{0.8660254}", "\\frac{\\sqrt{3}}{2}", True),
+    ("\\boxed{3.1415927}", "\\pi", True),
+    ("\\boxed{\\frac{1}{3}}", "0.333", True),
+    ("\\boxed{2\\pi}", "6.28", True),
+    ("\\boxed{\\pi}", "3.14", True),
+    ("\\boxed{3.14}", "3.14159", True),
+    ("\\boxed{0.125}", "\\frac{1}{8}", True),
+    # smaller ones
+    ("\\boxed{y_3 = x\\sin x}", "y_2 = x\\sin x", False),
+    ("\\boxed{y_2 = x\\sin x}", "y_2 = x\\sin x", True),
+    ("The answer is: the triangle has side \\sqrt3 and height 2.", "the triangle has side \\sqrt{3} and height 2", True),
+    ("The answer is х = 5.", "5", True),
+    ("The answer is ½.", "0.5", True),
+    ("The answer is 9\u00a0cm².", "9", True),
+    ("The answer is 1\u200b2\u00a0000.", "12000", False),  # a space inside a number is not a separator
+    ("The answer is 1\u200b2.", "12", True),
+    ("\\boxed{x²+1}", "x^2+1", True),
+    ("\\boxed{−3}", "-3", True),
+]
+
+
+@pytest.mark.parametrize("text,expected", READER_EXTRACT_CASES, ids=[_id(c) for c in READER_EXTRACT_CASES])
+def test_reader_extraction(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("generation,reference,correct", READER_GRADE_CASES, ids=[_id(c) for c in READER_GRADE_CASES])
+def test_reader_grading(generation, reference, correct):
+    res = grade(generation, reference, timeout=10.0)
+    assert res.correct is correct, res
+    assert not res.timed_out and not res.error
+
+
+def test_answer_set_with_multiple_flag():
+    gen = "The solutions are $\\boxed{2}$ and $\\boxed{3}$."
+    assert grade(gen, ["3", "2"], multiple=True).correct
+    assert not grade(gen, ["3", "4"], multiple=True).correct
+    assert not grade(gen, ["2"], multiple=True).correct
+
+
+# 14.4 / 14.5: inputs that used to raise out of grade (and abort an lm_eval run)
+NEVER_RAISE_CASES = [
+    ("\\boxed{1\\frac{" + "1" * 5000 + "}{" + "2" * 5000 + "}}", ["1", "2"], True),
+    ("\\boxed{1\\frac{" + "1" * 5000 + "}{" + "2" * 5000 + "}}", "1", False),
+    ("The answer is: " + "7" * 4400, "18", False),
+    ("The answer is: " + "7" * 4400, ["1", "2"], True),
+    ("The answer is: " + "7" * 4400 + ", 5", ["1", "2"], True),
+    ("The answer is 1e400.", "18", False),
+    ("The answer is 1e309.", "18", False),
+    ("The answer is -1e400.", "0.5", False),
+    ("\\boxed{10^{400}}", "0.5", False),
+    ("\\boxed{10^{400}}", "1e-400", False),
+    ("\\boxed{1e400\\%}", "0.5", False),
+    ("\\boxed{[1e400, 2]}", "[0.5, 2]", False),
+    ("\\boxed{" + "9" * 5000 + "}", "0.5", False),
+    ("\\boxed{0." + "3" * 5000 + "}", "\\frac{1}{3}", False),
+]
+
+
+@pytest.mark.parametrize("generation,reference,multiple", NEVER_RAISE_CASES, ids=[_id(c) for c in NEVER_RAISE_CASES])
+def test_never_raises(generation, reference, multiple):
+    grading._WORKER.ensure_started()
+    t0 = time.perf_counter()
+    res = grade(generation, reference, timeout=LIMIT, multiple=multiple)
+    assert res.correct is False
+    assert time.perf_counter() - t0 < LIMIT + 1.5
+
+
+def test_unexpected_exception_is_an_error_not_a_crash(monkeypatch, caplog):
+    """Whatever goes wrong inside, grade() returns (wrong, error=True) and logs it."""
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(grading, "_quick", boom)
+    with caplog.at_level("WARNING", logger="lm_latent.grading"):
+        res = grade("\\boxed{5}", "5")
+    assert res == GradeResult(False, "5", False, True)
+    assert any("ZeroDivisionError" in r.getMessage() for r in caplog.records)
+    assert is_equiv("5", "5") is False and is_equiv_multi("5, 6", ["5", "6"]) is False
+
+
+def test_process_results_reports_grading_error(monkeypatch):
+    from lm_latent.tasks import scoring
+
+    out = scoring.process_results({"answer": "5"}, ["\\boxed{5}"])
+    assert out["acc"] == 1.0 and out["grading_error"] == 0.0 and out["grading_timeout"] == 0.0
+    monkeypatch.setattr(grading, "_quick", lambda *a: 1 / 0)
+    out = scoring.process_results({"answer": "5"}, ["\\boxed{5}"])
+    assert out["acc"] == 0.0 and out["grading_error"] == 1.0
+
+
+# 14.7: one budget per answer
+SLOW = "9^{9^{9^{9}}}"
+
+
+def test_budget_bounds_the_whole_answer():
+    """Two "answer is" readings x three alternative references x two readings each used to
+    wait `timeout` per worker call (72 s measured); now the whole grade() shares it."""
+    grading._WORKER.ensure_started()
+    gen = f"The answer is y = {SLOW} + x. So y = {SLOW} + x"
+    budget = 2.0
+    t0 = time.perf_counter()
+    res = grade(gen, ["y = 2x + 3", "y = 2x + 4", f"y = {SLOW} - x"], timeout=budget)
+    elapsed = time.perf_counter() - t0
+    assert res.correct is False
+    assert elapsed < budget + 1.5, elapsed
+    _check_normal_comparison_still_works()
+
+
+def test_budget_is_shared_across_worker_calls():
+    grading._WORKER.ensure_started()
+    budget = grading._Budget(1.0)
+    t0 = time.perf_counter()
+    first = grading._WORKER.call("_sleep", 60, budget, ("a", "b"))
+    second = grading._WORKER.call("_sleep", 60, budget, ("a", "b"))
+    assert first.timed_out and second.timed_out
+    assert time.perf_counter() - t0 < 1.0 + 1.5
+    _check_normal_comparison_still_works()
+
+
+def test_restart_after_time_out_is_charged_to_the_budget():
+    """Two time-outs in a row: the spare is used up, and an answer that needs the worker
+    while its replacement is still starting waits at most its own budget."""
+    grading._WORKER.ensure_started()
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    t0 = time.perf_counter()
+    reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 0.01, ("c", "d"))
+    assert time.perf_counter() - t0 < 0.01 + 1.0
+    assert reply.timed_out  # no worker imports sympy in 10 ms: the restart was charged, not waited out
+    assert grading._WORKER._pending is not None  # ... and it goes on starting for the next answer
+    _check_normal_comparison_still_works()
+
+
+def test_spare_worker_makes_a_restart_free():
+    """After a time-out a warm spare takes over: the next answer does not pay for sympy's import."""
+    grading._WORKER.ensure_started()
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    _check_normal_comparison_still_works()  # waits for the replacement
+    deadline = time.monotonic() + 60
+    while grading._WORKER._spare is not None and not grading._WORKER._spare[1].poll(0) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the new spare finishes importing sympy
+    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    t0 = time.perf_counter()
+    reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 5.0, ("c", "d"))
+    assert reply == (True, False, False)
+    assert time.perf_counter() - t0 < 1.5  # no sympy import on the way (that takes seconds)
+
+
+# Parent-side work is bounded too (no regex is quadratic on these)
+PARENT_INPUTS = [
+    "The answer is 5" + "\n" * 32000,
+    "The answer is 5" + " \n" * 16000,
+    "The answer is " + ". " * 50000,
+    "$" * 100000,
+    "$x" * 50000,
+    "\\boxed{" * 20000,
+    "\\boxed{1}" * 20000,
+    "1," * 50000,
+    " " * 100000 + "5",
+    "\\(" * 50000,
+    "answer is " * 20000,
+    "#### " * 20000,
+]
+
+
+@pytest.mark.parametrize("generation", PARENT_INPUTS, ids=[repr(g[:20]) + f"..{len(g)}" for g in PARENT_INPUTS])
+def test_parent_work_is_bounded(generation):
+    grading._WORKER.ensure_started()
+    t0 = time.perf_counter()
+    grade(generation, "5", timeout=LIMIT)
+    assert time.perf_counter() - t0 < LIMIT + 1.0
+
+
+class _ScriptedLM:
+    """A real lm-eval LM whose generations are fixed per (task, reference): what a model could write."""
+
+    def __new__(cls, outputs: dict[tuple[str, str], str]):
+        from lm_eval.api.model import LM
+
+        class Scripted(LM):
+            def generate_until(self, requests):
+                return [outputs[(req.task_name, req.doc["answer"])] for req in requests]
+
+            def loglikelihood(self, requests):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, requests):
+                raise NotImplementedError
+
+        return Scripted()
+
+
+def test_adversarial_answers_do_not_abort_an_lm_eval_run(tmp_path):
+    """14.4/14.5 end to end: these answers used to make `lm_eval` exit 1 after generation."""
+    from lm_eval import simple_evaluate
+    from test_model import PROBLEMS, _task_manager, write_data_dir
+
+    data_dir = write_data_dir(tmp_path / "data")
+    assert sorted({a for _, a in PROBLEMS}) == ["30", "7"]
+    outputs = {
+        ("gsm8k", "7"): "So the answer is 1e400.",  # OverflowError in the parent before
+        ("math", "7"): "\\boxed{1\\frac{" + "1" * 5000 + "}{" + "2" * 5000 + "}}",  # int() digit limit before
+        ("gsm8k", "30"): "Thus \\boxed{30}.",
+        ("math", "30"): "So it is $30$.",
+    }
+    out = simple_evaluate(model=_ScriptedLM(outputs), tasks=["gsm8k", "math"], limit=3,
+                          task_manager=_task_manager({"data_dir": str(data_dir)}), log_samples=True)
+    for task in ("gsm8k", "math"):
+        res = out["results"][task]
+        assert res["acc,none"] == pytest.approx(1 / 3)  # the two adversarial answers wrong, "30" right
+        assert res["grading_error,none"] == 0.0 and res["grading_timeout,none"] == 0.0
+        assert len(out["samples"][task]) == 3

@@ -265,6 +265,63 @@ def perturbed_unequal(items: list[Item]) -> tuple[int, list[tuple[Item, str]]]:
     return checked, wrong
 
 
+#: Issue 14: self-agreement of the unboxed / two-box forms, and shuffled false positives.
+READER_SELF_MIN = 0.99
+READER_SHUFFLED_FP_MAX = 0.005
+
+
+def unboxed(item: Item) -> str | None:
+    """The answer as an unboxed final sentence, "... is $X$." (None for answers with their own ``$``)."""
+    x = model_form(item)
+    if "$" in x:
+        return None
+    return f"We work it out step by step.\nSo the value we want is ${x}$."
+
+
+def two_boxes(item: Item, other: Item) -> str | None:
+    """Two boxes: each part of a multiple answer boxed in the final sentence; for one answer,
+    another problem's answer boxed in an earlier sentence and this one boxed last."""
+    if item.multiple and len(item.answer) >= 2:
+        return "The solutions are " + " and ".join(
+            f"$\\boxed{{{model_form(Item(item.bench, item.idx, a))}}}$" for a in item.answer) + "."
+    if _same_answer(item, other):
+        return None
+    return (f"A first guess would be $\\boxed{{{model_form(other)}}}$, but it fails.\n\n"
+            f"Fixing the sign, we get $\\boxed{{{model_form(item)}}}$.")
+
+
+def reader_agreement(items: list[Item]) -> dict[str, tuple[int, list[tuple[Item, str | None]]]]:
+    """Per variant ("unboxed", "two_box"): (checks, failures) of the reference graded against itself."""
+    out: dict[str, tuple[int, list]] = {}
+    pairs = shuffled_pairs(items)
+    others = {id(a): b for a, b in pairs}
+    for name in ("unboxed", "two_box"):
+        checks, failures = 0, []
+        for it in items:
+            gen = unboxed(it) if name == "unboxed" else two_boxes(it, others.get(id(it), it))
+            if gen is None:
+                continue
+            checks += 1
+            res = _grade(gen, it)
+            if not res.correct:
+                failures.append((it, res.extracted))
+        out[name] = (checks, failures)
+    return out
+
+
+def unboxed_shuffled_false_positives(items: list[Item]) -> tuple[int, list[tuple[Item, Item]]]:
+    """Another problem's answer as an unboxed final sentence: (pairs checked, graded equal)."""
+    wrong, checked = [], 0
+    for pred_item, ref_item in shuffled_pairs(items):
+        gen = unboxed(pred_item)
+        if gen is None or _same_answer(pred_item, ref_item):
+            continue
+        checked += 1
+        if _grade(gen, ref_item).correct:
+            wrong.append((pred_item, ref_item))
+    return checked, wrong
+
+
 def _show(label: str, rows: list, limit: int = 40) -> None:
     if rows:
         print(f"  {label}: {len(rows)} (first {min(limit, len(rows))})")
@@ -365,6 +422,28 @@ def test_perturbed_answers_unequal(data_dir, bench):
     _check_perturbed(bench, _sample(load_items(bench, data_dir), False))
 
 
+def _check_reader(bench: str, items: list[Item]) -> None:
+    t0 = time.perf_counter()
+    for name, (checks, failures) in reader_agreement(items).items():
+        rate = 1 - len(failures) / max(checks, 1)
+        print(f"\n{bench}: {name} self-agreement {rate:.4f} ({checks - len(failures)}/{checks})")
+        _show("failures", [(it.idx, str(it.answer)[:100], (ext or "")[:80]) for it, ext in failures])
+        assert rate >= READER_SELF_MIN, (name, rate)
+    checked, wrong = unboxed_shuffled_false_positives(items)
+    fp = len(wrong) / max(checked, 1)
+    print(f"{bench}: unboxed shuffled false positives {fp:.4f} ({len(wrong)}/{checked}; "
+          f"{time.perf_counter() - t0:.1f}s)")
+    _show("graded equal", [(a.idx, str(a.answer)[:80], b.idx, str(b.answer)[:80]) for a, b in wrong])
+    assert fp <= READER_SHUFFLED_FP_MAX
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_unboxed_and_two_box_forms(data_dir, bench):
+    """(f) Issue 14: the reference as an unboxed final sentence and with two boxes grades
+    equal (>= 0.99 per benchmark); another problem's unboxed answer grades unequal (<= 0.5%)."""
+    _check_reader(bench, _sample(load_items(bench, data_dir), False))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FULL, reason="full sets take minutes; set LM_LATENT_GRADING_FULL=1")
 @pytest.mark.parametrize("bench", BENCHMARKS)
@@ -374,6 +453,7 @@ def test_full_sets(data_dir, bench):
     _check_self(bench, items)
     _check_shuffled(bench, items)
     _check_perturbed(bench, items)
+    _check_reader(bench, items)
 
 
 def main(argv: list[str]) -> int:
@@ -398,6 +478,16 @@ def main(argv: list[str]) -> int:
         _show("perturbed graded equal", [(it.idx, str(it.answer)[:100], p[:100]) for it, p in p_wrong], 200)
         _show("self failures", [(name, it.idx, str(it.answer)[:150], (ext or "")[:100]) for name, it, ext in failures], 200)
         _show("shuffled graded equal", [(a.idx, str(a.answer)[:100], b.idx, str(b.answer)[:100]) for a, b in wrong], 200)
+        t3 = time.perf_counter()
+        for name, (n_checks, fails) in reader_agreement(items).items():
+            print(f"{bench}: {name} self-agreement={1 - len(fails) / max(n_checks, 1):.4f} "
+                  f"({n_checks - len(fails)}/{n_checks})")
+            _show(f"{name} failures", [(it.idx, str(it.answer)[:150], (ext or "")[:100]) for it, ext in fails], 200)
+        u_checked, u_wrong = unboxed_shuffled_false_positives(items)
+        print(f"{bench}: unboxed shuffled false positives={len(u_wrong) / max(u_checked, 1):.4f} "
+              f"({len(u_wrong)}/{u_checked}, {time.perf_counter() - t3:.1f}s)")
+        _show("unboxed shuffled graded equal",
+              [(a.idx, str(a.answer)[:100], b.idx, str(b.answer)[:100]) for a, b in u_wrong], 200)
         sys.stdout.flush()
     return 0
 
