@@ -80,7 +80,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet still answers kill(0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_partials(path: str | os.PathLike, all_owners: bool = False) -> list[Path]:

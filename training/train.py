@@ -155,8 +155,12 @@ def run(cfg: TrainConfig) -> Path:
     from lm_latent.fileio import exclusive_lock, local_path_or_id
     from lm_latent.training import testhooks
 
+    import torch
+
     cfg.base = local_path_or_id(str(cfg.base))  # latent.json then names the base from any folder
-    state = PartialState()  # joins the process group under ``accelerate launch``; a no-op otherwise
+    # Joins the process group under ``accelerate launch`` (a no-op otherwise). Without ``cpu=True`` on
+    # a machine without CUDA every process would think itself the main one until the Trainer starts.
+    state = PartialState(cpu=not torch.cuda.is_available())
     if not state.is_main_process:
         return _run(cfg, state)
     try:
@@ -287,8 +291,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.required or "default" in text or action.default in (None, False, argparse.SUPPRESS)
-                or not action.option_strings):
+        if (action.required or "default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         return super()._get_help_string(action)
 
@@ -312,32 +316,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES, default=f.strategy, help="which trace chunks become latents")
     p.add_argument("--schedule", default=",".join(map(str, f.schedule)),
                    help="text tokens m replaced per sample, drawn at random (whole chunks, capped)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (data order, init)")
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--lr", type=float, default=f.learning_rate)
+    g.add_argument("--lr", type=float, default=f.learning_rate, help="peak learning rate (cosine schedule)")
     g.add_argument("--batch-size", type=int, default=f.batch_size, help="per device")
-    g.add_argument("--grad-accum", type=int, default=f.grad_accum)
-    g.add_argument("--epochs", type=int, default=f.epochs)
-    g.add_argument("--max-seq-len", type=int, default=f.max_seq_len)
-    g.add_argument("--lora-r", type=int, default=f.lora_r)
-    g.add_argument("--lora-alpha", type=int, default=f.lora_alpha)
+    g.add_argument("--grad-accum", type=int, default=f.grad_accum, help="gradient accumulation steps")
+    g.add_argument("--epochs", type=int, default=f.epochs, help="passes over the data")
+    g.add_argument("--max-seq-len", type=int, default=f.max_seq_len, help="longest training sequence in tokens")
+    g.add_argument("--lora-r", type=int, default=f.lora_r, help="LoRA rank")
+    g.add_argument("--lora-alpha", type=int, default=f.lora_alpha, help="LoRA alpha")
     g.add_argument("--save-steps", type=int, default=f.save_steps, help="checkpoint every N steps")
-    g.add_argument("--logging-steps", type=int, default=f.logging_steps)
+    g.add_argument("--logging-steps", type=int, default=f.logging_steps, help="log the loss every N steps")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 mixed precision (default: when a bf16 GPU is present)")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="default: on with CUDA")
     h = p.add_argument_group("compressor")
-    h.add_argument("--compressor-lr", type=float, default=c.learning_rate)
-    h.add_argument("--compressor-batch-size", type=int, default=c.batch_size)
-    h.add_argument("--compressor-epochs", type=int, default=c.epochs)
+    h.add_argument("--compressor-lr", type=float, default=c.learning_rate, help="learning rate")
+    h.add_argument("--compressor-batch-size", type=int, default=c.batch_size, help="chunks per batch")
+    h.add_argument("--compressor-epochs", type=int, default=c.epochs, help="passes over the chunks")
     h.add_argument("--compressor-steps", type=int, default=c.max_steps, help="-1: one pass per epoch")
-    h.add_argument("--compressor-hidden", type=int, default=c.hidden_size)
-    h.add_argument("--compressor-layers", type=int, default=c.num_layers)
-    h.add_argument("--compressor-heads", type=int, default=c.num_heads)
-    h.add_argument("--compressor-codebook-dim", type=int, default=c.codebook_dim)
-    h.add_argument("--compressor-max-prompt-len", type=int, default=c.max_prompt_len)
-    h.add_argument("--compressor-save-steps", type=int, default=c.save_steps)
+    h.add_argument("--compressor-hidden", type=int, default=c.hidden_size, help="hidden size")
+    h.add_argument("--compressor-layers", type=int, default=c.num_layers, help="transformer layers")
+    h.add_argument("--compressor-heads", type=int, default=c.num_heads, help="attention heads")
+    h.add_argument("--compressor-codebook-dim", type=int, default=c.codebook_dim, help="codebook vector size")
+    h.add_argument("--compressor-max-prompt-len", type=int, default=c.max_prompt_len,
+                   help="prompt tokens the decoder sees")
+    h.add_argument("--compressor-save-steps", type=int, default=c.save_steps, help="checkpoint every N steps")
     r = p.add_argument_group("run control")
     r.add_argument("--work-dir", default=None, help="checkpoints (default: OUT/.work/rateR)")
     r.add_argument("--keep-work", action="store_true", help="keep checkpoints after success")
