@@ -112,8 +112,9 @@ def remove_partials(path: str | os.PathLike, all_owners: bool = False) -> list[P
     return removed
 
 
-def _recover_swap(path: Path) -> None:
+def recover_swap(path: str | os.PathLike) -> None:
     """Finish or undo a replacement a kill interrupted between its two renames (see atomic_directory)."""
+    path = Path(path)
     old = path.with_name(f".{path.name}.old")
     if not old.exists():
         return
@@ -136,7 +137,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _recover_swap(path)
+    recover_swap(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass overwrite to replace it)")
     remove_partials(path)

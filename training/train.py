@@ -176,7 +176,7 @@ def _run(cfg: TrainConfig, state) -> Path:
     from transformers import AutoTokenizer
 
     from lm_latent.adapter import save_adapter
-    from lm_latent.fileio import remove_partials
+    from lm_latent.fileio import recover_swap, remove_partials
     from lm_latent.latent_config import LatentConfig, base_fingerprint
     from lm_latent.training import testhooks
     from lm_latent.training.data import load_examples, tokenize_examples
@@ -189,6 +189,7 @@ def _run(cfg: TrainConfig, state) -> Path:
     target = cfg.target
     writer = state.is_main_process
     if writer:  # scratch folders of killed saves: the target's of dead writers, the work dir's all (locked)
+        recover_swap(target)
         remove_partials(target)
         remove_partials(cfg.work / "compressor" / "final", all_owners=True)
     if (target.exists() and any(target.iterdir())) and not cfg.overwrite:

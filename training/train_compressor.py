@@ -311,6 +311,7 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
                 metrics.get("trace_recon_accuracy", float("nan")),
                 metrics.get("recon_exact_chunks", float("nan")), metrics.get("codebook_usage", float("nan")),
                 metrics.get("codebook_perplexity", float("nan")), codebook_size)
+    state = PartialState()  # the Trainer's arguments re-created the process state
     if state.is_main_process:  # under ``accelerate launch`` every process holds the same model
         with atomic_directory(final, overwrite=True) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
