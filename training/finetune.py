@@ -3,8 +3,8 @@
 LoRA on all linear layers plus trainable rows for the new tokens only (PEFT's
 ``trainable_token_indices``, via :func:`lm_latent.adapter.lora_config`), loss on the response
 (prompt masked), the HF ``Trainer`` for the loop: progress bars, checkpoints every
-``save_steps``, resume from the last checkpoint after a kill, ``accelerate launch`` for DDP /
-FSDP / DeepSpeed. The data order is fixed by the seed and read sequentially, so a resumed run
+``save_steps``, resume after a kill from the newest complete checkpoint of the same settings
+(:mod:`lm_latent.training.checkpoints`), ``accelerate launch`` for DDP / FSDP / DeepSpeed. The data order is fixed by the seed and read sequentially, so a resumed run
 sees the same batches as an uninterrupted one and ends with the same adapter.
 """
 
