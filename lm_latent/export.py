@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,63 @@ EXPORTED_CONFIG_NAME = "lm_latent.json"
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+_MAX_SCAN = 20000  # entries of an existing --out searched for adapters before giving up the search
+
+
+def _rate_dirs(folder: Path) -> list[str]:
+    return sorted(c.name for c in folder.iterdir() if c.is_dir() and (re.fullmatch(r"rate\d+", c.name)
+                                                                       or c.name == ".work"))
+
+
+def _adapter_below(folder: Path) -> Path | None:
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        if LATENT_CONFIG_NAME in files:
+            return Path(root)
+        seen += len(dirs) + len(files)
+        if seen > _MAX_SCAN:
+            return None
+    return None
+
+
+def check_out(adapter: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` whose replacement would lose adapters or other work; runs before anything is deleted.
+
+    ``out`` may not be the adapter, sit inside it, contain it, be or hold another adapter or
+    adapter root; with ``--overwrite`` an existing ``out`` is replaced only if it is empty or
+    an earlier export (it has ``lm_latent.json``).
+    """
+    a, o = adapter.resolve(), out.resolve()
+    pre = f"--out {out}"
+    if o == a:
+        raise FileExistsError(f"{pre} is the adapter being exported; choose another folder")
+    if a in o.parents:
+        raise FileExistsError(f"{pre} is inside the adapter {adapter}; choose a folder outside it")
+    if o in a.parents:
+        if o == a.parent and o.is_dir():
+            raise FileExistsError(f"{pre} is the adapter root of {adapter} (holds {', '.join(_rate_dirs(o))}); "
+                                  f"exporting there would replace every adapter in it. Use e.g. "
+                                  f"--out {o.parent / ('merged_' + a.name)}")
+        raise FileExistsError(f"{pre} contains the adapter {adapter}; exporting there would replace it")
+    if not o.exists():
+        return
+    if not o.is_dir():
+        raise FileExistsError(f"{pre} exists and is not a folder")
+    if (o / LATENT_CONFIG_NAME).is_file():
+        raise FileExistsError(f"{pre} is an adapter ({LATENT_CONFIG_NAME} there); choose another folder")
+    rates = _rate_dirs(o)
+    if rates:
+        raise FileExistsError(f"{pre} is an adapter root (holds {', '.join(rates)}); choose another folder")
+    inner = _adapter_below(o)
+    if inner is not None:
+        raise FileExistsError(f"{pre} contains an adapter ({inner}); choose another folder")
+    if not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace an earlier export)")
+    if any(o.iterdir()) and not (o / EXPORTED_CONFIG_NAME).is_file():
+        raise FileExistsError(f"{pre} is not an earlier export (no {EXPORTED_CONFIG_NAME}): refusing to replace "
+                              f"it with --overwrite. Remove it yourself or choose another folder")
+
+
 def export(adapter: str | os.PathLike, out: str | os.PathLike, base: str | None = None, dtype: str = "auto",
            with_compressor: bool = False, overwrite: bool = False) -> Path:
     """Write ``out``: merged weights (safetensors), extended tokenizer, generation config."""
@@ -32,8 +90,7 @@ def export(adapter: str | os.PathLike, out: str | os.PathLike, base: str | None 
     from .fileio import atomic_directory
 
     adapter, out = Path(adapter), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    check_out(adapter, out, overwrite)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     config = check_adapter(adapter)
@@ -64,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default=None, help="base model (default: the one recorded in latent.json)")
     p.add_argument("--dtype", default="auto", choices=_DTYPES, help="weights dtype (default: the base's)")
     p.add_argument("--with-compressor", action="store_true", help="also copy the compressor (to decode latents)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -30,6 +30,9 @@ def init_adapter(base: str, rate: int, codebook_size: int, out: str | Path, chun
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .fileio import local_path_or_id
+
+    base = local_path_or_id(str(base))  # recorded in latent.json: absolute, so it works from any folder
     rate = parse_rate(rate)
     if rate == 0:
         codebook_size, chunk_len = 0, 0

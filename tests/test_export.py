@@ -88,3 +88,64 @@ def test_export_with_compressor(adapters: Path, tmp_path: Path):
                  "--dtype", "bfloat16"]) == 0
     assert LatentCompressor.from_pretrained(str(out / "compressor")).config.codebook_size == 8
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_export_never_replaces_adapters(adapters: Path, tmp_path: Path, capsys):
+    """Issue 11.5: ``export --adapter root/rate16 --out root --overwrite`` replaced the whole adapter root.
+
+    An --out that is, contains or sits inside an adapter or an adapter root is refused before anything
+    is deleted, and so is any existing folder that is not an earlier export.
+    """
+    import shutil
+
+    from lm_latent.export import main
+
+    root = tmp_path / "root"
+    shutil.copytree(adapters / "tied", root)
+    adapter = root / "rate4"
+    (root / "rate16").mkdir()  # an unfinished adapter folder beside it
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    cases = {
+        root: "adapter root",  # the adapter's parent
+        adapter: "is the adapter",  # the adapter itself
+        adapter / "compressor": "inside the adapter",
+        tmp_path: "contains the adapter",  # an ancestor of the adapter
+    }
+    other = tmp_path / "other"
+    shutil.copytree(adapters / "untied", other)
+    cases[other / "rate0"] = "is an adapter"  # another adapter
+    cases[other] = "adapter root"  # another adapter root
+    nested = tmp_path / "nested"
+    shutil.copytree(adapters / "untied", nested / "deep" / "x")
+    cases[nested] = "contains an adapter"
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "plan.txt").write_text("keep me")
+    cases[notes] = "not an earlier export"
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for out, why in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            main(["--adapter", str(adapter), "--out", str(out), "--overwrite"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and why in err and str(out) in err, (out, err)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing deleted
+    assert (notes / "plan.txt").read_text() == "keep me"
+
+
+def test_export_overwrites_an_earlier_export_and_keeps_the_umask(adapters: Path, tmp_path: Path):
+    """Issue 15: the exported ``model.safetensors`` had mode 0600 while the other files were 0644."""
+    import os
+
+    from lm_latent.export import main
+
+    adapter, out = adapters / "untied" / "rate0", tmp_path / "merged"
+    assert main(["--adapter", str(adapter), "--out", str(out)]) == 0
+    first = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(["--adapter", str(adapter), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "model.safetensors").stat().st_mtime_ns != first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no .partial or .old left
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in out.rglob("*"):
+        want = (0o777 if p.is_dir() else 0o666) & ~mask
+        assert p.stat().st_mode & 0o777 == want, p

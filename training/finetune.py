@@ -3,8 +3,8 @@
 LoRA on all linear layers plus trainable rows for the new tokens only (PEFT's
 ``trainable_token_indices``, via :func:`lm_latent.adapter.lora_config`), loss on the response
 (prompt masked), the HF ``Trainer`` for the loop: progress bars, checkpoints every
-``save_steps``, resume from the last checkpoint after a kill, ``accelerate launch`` for DDP /
-FSDP / DeepSpeed. The data order is fixed by the seed and read sequentially, so a resumed run
+``save_steps``, resume after a kill from the newest complete checkpoint of the same settings
+(:mod:`lm_latent.training.checkpoints`), ``accelerate launch`` for DDP / FSDP / DeepSpeed. The data order is fixed by the seed and read sequentially, so a resumed run
 sees the same batches as an uninterrupted one and ends with the same adapter.
 """
 
@@ -139,31 +139,83 @@ def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps
         dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not cuda, label_names=["labels"])
 
 
+def logs_to_stderr(trainer) -> None:
+    """Send the Trainer's loss dicts to stderr with the progress bars and logs: stdout carries results only.
+
+    (Its ``PrinterCallback`` prints to stdout, and ``ProgressCallback`` writes through ``tqdm.write``,
+    which defaults to stdout too.)
+    """
+    import sys
+
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return control
+
+    class StderrLogs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+                tqdm.write(str(shown), file=sys.stderr)
+            return control
+
+    had_bar = any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if had_bar:
+        trainer.add_callback(BarOnly())
+    trainer.add_callback(StderrLogs())
+
+
+def prepare_trainer(trainer, stage: str, record: dict | None) -> None:
+    """Logs to stderr, the settings record in each checkpoint, and (only when armed) the test kill points."""
+    from lm_latent.training import testhooks
+    from lm_latent.training.checkpoints import RecordCallback
+
+    logs_to_stderr(trainer)
+    if record is not None:
+        trainer.add_callback(RecordCallback(record, stage))
+    hooks = testhooks.trainer_hooks(stage)
+    if hooks:
+        callback, wrap = hooks
+        trainer.add_callback(callback)
+        wrap(trainer)
+
+
 def build_trainer(model, dataset, pad_token_id: int, config: FinetuneConfig, output_dir: str | Path,
-                  max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True):
+                  max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+                  record: dict | None = None):
     """The fine-tuning ``Trainer`` (also used by ``benchmarks/bench_training.py``)."""
     from transformers import Trainer
 
     args = training_arguments(config, output_dir, max_steps=max_steps, progress=progress)
-    return Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
-                   callbacks=list(callbacks))
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
+                      callbacks=list(callbacks))
+    prepare_trainer(trainer, "finetune", record)
+    return trainer
 
 
 def finetune(peft_model, dataset, pad_token_id: int, config: FinetuneConfig, work_dir: str | Path,
-             max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True) -> dict:
-    """Train (resuming from the last checkpoint in ``work_dir/checkpoints``); returns metrics."""
-    from transformers.trainer_utils import get_last_checkpoint
+             max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+             record: dict | None = None) -> dict:
+    """Train, resuming from the newest complete checkpoint of the same settings (``record``); returns metrics.
+
+    Checkpoints in ``work_dir/checkpoints`` that are incomplete or carry another record are set
+    aside (:mod:`lm_latent.training.checkpoints`); one at the last step ends the stage unchanged.
+    """
+    from lm_latent.training.checkpoints import prepare, resume_or_finish
 
     ckpt = Path(work_dir) / "checkpoints"
     trainer = build_trainer(peft_model, dataset, pad_token_id, config, ckpt, max_steps=max_steps,
-                            callbacks=callbacks, progress=progress)
-    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    if last:
-        logger.info("fine-tuning: resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
+                            callbacks=callbacks, progress=progress, record=record)
+    last = prepare("fine-tuning", ckpt, record)
+    result = resume_or_finish(trainer, last)
     if any(getattr(cb, "triggered", False) for cb in callbacks):
         raise TrainingInterrupted(f"fine-tuning stopped at step {trainer.state.global_step}; "
                                   f"checkpoint in {ckpt}")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"final_loss": losses[-1] if losses else result.training_loss, "steps": trainer.state.global_step,
+    fallback = result.training_loss if result is not None else float("nan")
+    return {"final_loss": losses[-1] if losses else fallback, "steps": trainer.state.global_step,
             "train_samples": len(dataset)}

@@ -228,25 +228,35 @@ def _make_trainer_class():
 
 def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, rate: int, chunk_len: int,
                      codebook_size: int, config: CompressorTrainConfig, work_dir: str | Path,
-                     max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True):
+                     max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+                     record: dict | None = None):
     """Train (or resume, or reuse a finished) compressor; returns ``(compressor, metrics)``.
 
     ``work_dir/checkpoints`` holds Trainer checkpoints; ``work_dir/final`` the finished model
-    and ``metrics.json`` (written atomically, so its presence means "done").
+    and ``metrics.json`` (written atomically, so its presence means "done"). With a settings
+    ``record``, only checkpoints and a ``final`` that carry the same record are used; the others
+    are set aside (:mod:`lm_latent.training.checkpoints`).
     """
     import torch
     from accelerate import PartialState
     from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from lm_latent.compressor import LatentCompressor, LatentCompressorConfig
+    from lm_latent.training import testhooks
+    from lm_latent.training.checkpoints import RECORD_NAME, prepare, read_record, resume_or_finish, set_aside
+    from lm_latent.training.finetune import prepare_trainer
 
     work_dir = Path(work_dir)
     final = work_dir / "final"
+    state = PartialState()
     if (final / METRICS_FILE).is_file():
-        logger.info("compressor already trained: loading %s", final)
-        model = LatentCompressor.from_pretrained(str(final))
-        return model, json.loads((final / METRICS_FILE).read_text())
+        if record is None or read_record(final) == record:
+            logger.info("compressor already trained: loading %s", final)
+            model = LatentCompressor.from_pretrained(str(final))
+            return model, json.loads((final / METRICS_FILE).read_text())
+        if state.is_main_process:
+            set_aside(final, "a compressor of a run with other settings, or without a settings record", work_dir)
+        state.wait_for_everyone()
 
     train, held = split_train_eval(samples, config.eval_fraction, config.max_eval_samples, config.seed)
     dataset = ChunkDataset(train, chunk_len, config.max_prompt_len, seed=config.seed, epochs=config.epochs)
@@ -278,10 +288,9 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
         label_names=[])
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=collate_chunks,
                                     callbacks=list(callbacks))
-    last = get_last_checkpoint(str(work_dir / "checkpoints")) if (work_dir / "checkpoints").is_dir() else None
-    if last:
-        logger.info("compressor: resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
+    prepare_trainer(trainer, "compressor", record)
+    last = prepare("compressor", work_dir / "checkpoints", record)
+    result = resume_or_finish(trainer, last)
     if any(getattr(cb, "triggered", False) for cb in callbacks):
         from lm_latent.training.finetune import TrainingInterrupted
 
@@ -293,7 +302,7 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
     trace = evaluate_compressor(model, held, batch_size=config.encode_batch_size, trace_only=True)
     metrics.update({f"trace_{k}": v for k, v in trace.items()})
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    metrics.update({"final_loss": losses[-1] if losses else result.training_loss,
+    metrics.update({"final_loss": losses[-1] if losses else (result.training_loss if result else float("nan")),
                     "steps": trainer.state.global_step, "train_chunks": len(dataset),
                     "heldout_samples": len(held), "chance_accuracy": 1.0 / vocab_size,
                     "recipe": asdict(config)})
@@ -302,10 +311,13 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
                 metrics.get("trace_recon_accuracy", float("nan")),
                 metrics.get("recon_exact_chunks", float("nan")), metrics.get("codebook_usage", float("nan")),
                 metrics.get("codebook_perplexity", float("nan")), codebook_size)
-    state = PartialState()
+    state = PartialState()  # the Trainer's arguments re-created the process state
     if state.is_main_process:  # under ``accelerate launch`` every process holds the same model
         with atomic_directory(final, overwrite=True) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
             write_json_atomic(tmp / METRICS_FILE, metrics)
+            if record is not None:
+                write_json_atomic(tmp / RECORD_NAME, record)
+        testhooks.reached("compressor:done")
     state.wait_for_everyone()
     return model, metrics
