@@ -228,6 +228,12 @@ def load_base_config(base: str, config: LatentConfig, adapter_path, explicit: bo
                            f"Pass pretrained=PATH_OR_HUB_ID (the base the adapter was trained on).") from None
 
 
+def find_base(config: LatentConfig, adapter_path, pretrained: str | None = None, **kwargs):
+    """``(base, base_config)``: :func:`resolve_base` then :func:`load_base_config` (no weights)."""
+    base = resolve_base(config, adapter_path, pretrained)
+    return base, load_base_config(base, config, adapter_path, explicit=bool(pretrained), **kwargs)
+
+
 def _fits(want, got) -> bool:
     return want is None or got is None or want == got
 
