@@ -64,7 +64,7 @@ def test_sweep_reports_a_failed_rate_continues_and_resumes(tmp_path, tiny_base, 
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert "holds results made with other settings" in err and "--redo" in err and "Nothing was run" in err
-    assert "max_gen_toks" in err and "['--limit', '3']" in err and f"now {other / 'rate4'}" in err
+    assert "max_gen_toks" in err and "'--limit', '3'" in err and f"now {other / 'rate4'}" in err
     assert (out / "rate4" / "lm_eval.log").read_text() == "sentinel" and (out / "results.md").read_text() == table
 
 
