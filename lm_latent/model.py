@@ -63,6 +63,43 @@ def unknown_model_args(kwargs: dict, base_config=None) -> list[str]:
     return [k for k in candidates if k not in accepted]
 
 
+class GenerationProgress:
+    """Per-sample progress inside one batched ``generate`` (a ``transformers`` streamer).
+
+    A batch of 60 problems used to move the bar once, from 0 to 60, at its very end. Now a row
+    counts as done at its first EOS or pad token (rows stopped by a stop string are padded from
+    the next step on), and the postfix shows the batch's decoding step against its budget.
+    """
+
+    def __init__(self, pbar, rows: int, done_ids: set[int], max_new_tokens: int):
+        self.pbar, self.done_ids, self.max_new_tokens = pbar, done_ids, max_new_tokens
+        self.done = [False] * rows
+        self.step = 0
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen and value.dim() == 2:  # generate first pushes the prompt ids
+            self._prompt_seen = True
+            return
+        self.step += 1
+        newly = 0
+        for i, token in enumerate(value.reshape(-1).tolist()[:len(self.done)]):
+            if not self.done[i] and token in self.done_ids:
+                self.done[i] = True
+                newly += 1
+        if newly:
+            self.pbar.update(newly)
+        if newly or self.step % 32 == 0:
+            self.pbar.set_postfix_str(f"batch step {self.step}/{self.max_new_tokens}")
+
+    def end(self) -> None:
+        """The batch is over: every row still running stopped at the budget (or a stop string)."""
+        remaining = self.done.count(False)
+        self.done = [True] * len(self.done)
+        if remaining:
+            self.pbar.update(remaining)
+
+
 @register_model("latent")
 class LatentLM(HFLM):
     """A base causal LM with the lm-latent adapter for ``rate`` (0 or ``cot``: plain CoT)."""
@@ -186,13 +223,21 @@ class LatentLM(HFLM):
                                                             truncation=self.truncation)
             context_enc, attn_masks = context_enc.to(self.device), attn_masks.to(self.device)
             kwargs.pop("max_length", None)
+            progress = None
+            if not pbar.disable and int(kwargs.get("num_beams", 1) or 1) == 1:  # HF streams greedy/sampling only
+                done_ids = self._eos_ids() | ({self.tokenizer.pad_token_id} - {None})
+                progress = GenerationProgress(pbar, len(contexts), done_ids, max_gen_toks)
+                kwargs["streamer"] = progress
             out = self._model_generate(context=context_enc, attention_mask=attn_masks, stop=until,
                                        max_length=context_enc.shape[1] + max_gen_toks, **kwargs)
             for ids, context in zip(out[:, context_enc.shape[1]:].tolist(), contexts, strict=True):
                 text = self.count_generation(ids, until)
                 results.append(text)
                 self.cache_hook.add_partial("generate_until", (context, all_kwargs[0]), text)
-                pbar.update(1)
+            if progress is not None:
+                progress.end()
+            else:
+                pbar.update(len(contexts))
         pbar.close()
         self._generation_seconds += time.perf_counter() - start
         return reorder.get_original(results)

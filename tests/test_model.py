@@ -239,3 +239,51 @@ def test_a_relative_recorded_base_works_from_another_folder(tmp_path, tiny_base,
     out = _cli(["lm-latent", "export", "--adapter", str(run / "demo_out" / "adapters" / "rate0"),
                 "--out", str(elsewhere / "merged2")], cwd=elsewhere)
     assert out.returncode == 2 and "cannot find the base model" in out.stderr and "'demo_out/base'" in out.stderr
+
+
+def test_progress_counts_each_row_when_it_finishes():
+    """One batch of many problems used to jump 0 -> n at its end; rows now count as they finish."""
+    from tqdm import tqdm
+
+    from lm_latent.model import GenerationProgress
+
+    import io
+
+    eos, pad = 1, 9
+    bar = tqdm(total=4, file=io.StringIO())
+    progress = GenerationProgress(bar, 4, {eos, pad}, max_new_tokens=10)
+    progress.put(torch.zeros(4, 7, dtype=torch.long))  # the prompt
+    seen = []
+    for step in ([5, 5, 5, 5], [eos, 5, 5, 5], [pad, 5, eos, 5], [pad, pad, pad, 5]):
+        progress.put(torch.tensor(step))
+        seen.append(bar.n)
+    assert seen == [0, 1, 2, 3]  # row 1, stopped by a stop string, shows as pad one step later
+    progress.end()  # the last row ran to the budget
+    assert bar.n == 4 and progress.step == 4
+
+
+def test_generate_until_drives_the_progress_bar(adapters, tiny_base, monkeypatch):
+    from lm_eval.api.instance import Instance
+    from tqdm import tqdm
+
+    import lm_latent.model as model_module
+    from lm_latent.model import LatentLM
+
+    bars = []
+
+    class RecordingBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False})
+            self.postfixes = []
+            bars.append(self)
+
+        def set_postfix_str(self, s="", refresh=True):
+            self.postfixes.append(s)
+            return super().set_postfix_str(s, refresh)
+
+    monkeypatch.setattr(model_module, "tqdm", RecordingBar)
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"), max_gen_toks=40, batch_size=3)
+    requests = [Instance("generate_until", {}, (q, {"until": ["### Instruction"], "do_sample": False}), i)
+                for i, (q, _) in enumerate(PROBLEMS * 2)]
+    assert len(lm.generate_until(requests)) == 6
+    assert bars[-1].n == 6 and "batch step 32/40" in bars[-1].postfixes  # steps shown inside each batch
