@@ -127,7 +127,8 @@ def check_adapter(path: str | os.PathLike, rate: int | None = None) -> LatentCon
     try:
         config = LatentConfig.from_pretrained(path)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise AdapterError(f"{path / LATENT_CONFIG_NAME}: {exc}") from None
+        where = str(path / LATENT_CONFIG_NAME)
+        raise AdapterError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
     if rate is not None and config.rate != rate:
         raise AdapterError(f"{path} was trained for rate={config.rate} ({LATENT_CONFIG_NAME}), but rate={rate} "
                            f"was asked for. Use rate={config.rate} or the adapter for rate {rate}.")
