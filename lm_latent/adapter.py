@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from .errors import UserError
 from .latent_config import LATENT_CONFIG_NAME, LatentConfig, base_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ COMPRESSOR_DIR = "compressor"
 _REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError):
     """An adapter is missing or does not fit: the message says what was found and what to do."""
 
 
@@ -126,7 +127,8 @@ def check_adapter(path: str | os.PathLike, rate: int | None = None) -> LatentCon
     try:
         config = LatentConfig.from_pretrained(path)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise AdapterError(f"{path / LATENT_CONFIG_NAME}: {exc}") from None
+        where = str(path / LATENT_CONFIG_NAME)
+        raise AdapterError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
     if rate is not None and config.rate != rate:
         raise AdapterError(f"{path} was trained for rate={config.rate} ({LATENT_CONFIG_NAME}), but rate={rate} "
                            f"was asked for. Use rate={config.rate} or the adapter for rate {rate}.")
@@ -154,18 +156,148 @@ def load_adapter_tokenizer(path: str | os.PathLike, config: LatentConfig):
     return tokenizer
 
 
-def check_base(config: LatentConfig, base_name: str, base_config, adapter_path) -> None:
-    """An adapter fits a base by architecture; a different name alone is only a warning."""
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_weights(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Read every adapter tensor once (safetensors, no pickle): damaged files and NaN/Inf fail here.
+
+    Cheap next to the base (LoRA and the new-token rows only) and done before the base loads.
+    Returns each tensor's shape, for the shape checks in :func:`check_base`.
+    """
+    import torch
+    from safetensors import safe_open
+
+    file = Path(path) / ADAPTER_WEIGHTS
+    shapes, bad = {}, []
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                tensor = weights.get_tensor(name)
+                shapes[name] = tuple(tensor.shape)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+                    bad.append(f"{name} ({n_nan} NaN, {n_inf} Inf)")
+    except Exception as exc:  # SafetensorError, OSError, header errors: all mean the same thing here
+        raise AdapterError(f"{file} looks damaged (truncated or corrupt: {type(exc).__name__}: {exc}). "
+                           f"Rebuild the adapter: rerun `lm-latent train` for this rate (or `lm-latent "
+                           f"init-adapter` for an untrained one), or copy the directory again.") from None
+    if bad:
+        raise AdapterError(f"{file} holds non-finite weights in {len(bad)} tensor(s): {', '.join(bad[:5])}"
+                           f"{' ...' if len(bad) > 5 else ''}. The training diverged or the file was "
+                           f"damaged: retrain this rate (a lower --lr helps a diverging run).")
+    return shapes
+
+
+def resolve_base(config: LatentConfig, adapter_path: str | os.PathLike, pretrained: str | None = None) -> str:
+    """The base to load: ``pretrained`` if given, else ``latent.json``'s ``base_model``.
+
+    A relative recorded path is tried as given (from the current folder), then against the
+    adapter directory and each folder above it, so an adapter root moved together with its
+    base (the demo's ``demo_out/``) still finds it. Otherwise the name is returned unchanged
+    (a hub id); :func:`load_base_config` says what was tried when that fails too.
+    """
+    if pretrained:
+        return str(pretrained)
+    recorded = config.base_model or DEFAULT_BASE_MODEL
+    path = Path(recorded).expanduser()
+    if path.is_absolute() or path.is_dir():
+        return str(path)
+    for folder in [Path(adapter_path).resolve(), *Path(adapter_path).resolve().parents]:
+        if (folder / path).is_dir():
+            logger.info("base %r recorded in %s found at %s", recorded, LATENT_CONFIG_NAME, folder / path)
+            return str(folder / path)
+    return recorded
+
+
+def load_base_config(base: str, config: LatentConfig, adapter_path, explicit: bool, **kwargs):
+    """The base's ``config.json`` (no weights): a missing base names every place that was tried."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(base, **kwargs)
+    except (OSError, ValueError) as exc:
+        if explicit:
+            tried = f"pretrained={base!r}"
+        else:
+            recorded = config.base_model or DEFAULT_BASE_MODEL
+            tried = (f"the base recorded in {Path(adapter_path) / LATENT_CONFIG_NAME}: {recorded!r} (as a folder "
+                     f"from {os.getcwd()}, and under {Path(adapter_path).resolve()} and the folders above it)")
+        hub = (f"the hub id {base!r}" if _looks_like_hub_id(base) else "no hub lookup (not an 'org/name' id)")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise AdapterError(f"cannot find the base model. Tried {tried}, and {hub}: {first}. "
+                           f"Pass pretrained=PATH_OR_HUB_ID (the base the adapter was trained on).") from None
+
+
+def find_base(config: LatentConfig, adapter_path, pretrained: str | None = None, **kwargs):
+    """``(base, base_config)``: :func:`resolve_base` then :func:`load_base_config` (no weights)."""
+    base = resolve_base(config, adapter_path, pretrained)
+    return base, load_base_config(base, config, adapter_path, explicit=bool(pretrained), **kwargs)
+
+
+def _fits(want, got) -> bool:
+    return want is None or got is None or want == got
+
+
+def check_base(config: LatentConfig, base_name: str, base_config, adapter_path,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+    """An adapter fits a base by architecture; a different name alone is only a warning.
+
+    Checked from the base's ``config.json`` alone, before any weight loads: the recorded
+    fingerprint, tied embeddings, vocabulary size, and (from the adapter's tensor shapes)
+    the key/value projection size that ``num_key_value_heads`` sets.
+    """
     got = base_fingerprint(base_config)
-    want = config.base_fingerprint
-    diff = {k: (want[k], got.get(k)) for k in want if want[k] is not None and want[k] != got.get(k)}
+    want = config.base_fingerprint or {}
+    diff = {k: (want[k], got.get(k)) for k in want if not _fits(want[k], got.get(k))}
+    text = getattr(base_config, "get_text_config", lambda: base_config)()
+    tied = getattr(text, "tie_word_embeddings", getattr(base_config, "tie_word_embeddings", None))
+    if tied is not None and bool(tied) != bool(config.tied_embeddings):
+        diff["tie_word_embeddings"] = (config.tied_embeddings, bool(tied))
+    vocab = getattr(text, "vocab_size", None)
+    if vocab is not None and not _vocab_fits(config, vocab, base_name):
+        diff["vocab_size"] = (config.base_vocab_size, vocab)
+    kv = _kv_rows(text)
+    for name, shape in (shapes or {}).items():
+        if kv and re.search(r"\.(k_proj|v_proj)\.lora_B\.weight$", name) and shape[0] != kv:
+            heads = getattr(text, "num_key_value_heads", None)
+            diff["num_key_value_heads"] = (f"{shape[0]} k/v rows in {ADAPTER_WEIGHTS}", f"{heads} heads = {kv} rows")
+            break
     if diff:
         raise AdapterError(f"adapter {adapter_path} was trained on {config.base_model!r}, which differs from "
-                           f"pretrained={base_name!r} in {diff} (adapter, base). Pass pretrained="
+                           f"the base {base_name!r} in {diff} (adapter, base). Pass pretrained="
                            f"{config.base_model} or use an adapter trained for this base.")
     if str(base_name) != config.base_model:
         logger.warning("adapter %s records base %r; loading it on %r (same architecture)",
                        adapter_path, config.base_model, base_name)
+
+
+def _kv_rows(text_config) -> int | None:
+    heads = getattr(text_config, "num_attention_heads", None)
+    kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(text_config, "head_dim", None)
+    hidden = getattr(text_config, "hidden_size", None)
+    if not head_dim and heads and hidden:
+        head_dim = hidden // heads
+    return kv_heads * head_dim if kv_heads and head_dim else None
+
+
+def _vocab_fits(config: LatentConfig, vocab_size: int, base_name: str) -> bool:
+    """The base's embedding rows: exactly the recorded base vocabulary, or padded above it.
+
+    A padded matrix (more rows than tokens, as some bases ship) is told apart from another
+    base by the base's own tokenizer, which is loaded only in that case.
+    """
+    if vocab_size == config.base_vocab_size:
+        return True
+    if vocab_size < config.base_vocab_size:
+        return False
+    try:
+        from transformers import AutoTokenizer
+
+        return len(AutoTokenizer.from_pretrained(str(base_name))) == config.base_vocab_size
+    except Exception:  # no tokenizer to tell: trust the recorded vocabulary, refuse
+        return False
 
 
 def new_token_ids(config: LatentConfig) -> list[int]:

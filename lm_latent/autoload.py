@@ -1,7 +1,9 @@
 """Start-up hook that lets the stock ``lm_eval`` 0.4.13 command find the plugin.
 
 Installed by ``lm_latent_autoload.pth`` (and ``.start`` for Python >= 3.15, PEP 829).
-Standard library only and lazy: it adds a ``sys.meta_path`` finder that waits for
+It runs in *every* Python process, so it imports nothing (``os`` and ``sys`` are loaded
+before ``site`` runs) and defines only a duck-typed ``sys.meta_path`` finder: no
+``importlib.abc`` (~20 ms), no ``importlib.util``. The finder waits for
 ``lm_eval.api.registry`` and ``lm_eval.tasks.manager`` to be imported and then
 
 * registers the ``latent`` and ``latent-vllm`` models as lazy ``"module:Class"`` targets
@@ -9,14 +11,11 @@ Standard library only and lazy: it adds a ``sys.meta_path`` finder that waits fo
 * puts the plugin's task folder first in ``TaskManager``'s ``include_path`` (a user's
   own ``--include_path`` comes later and so still wins).
 
-Set ``LM_LATENT_NO_AUTOLOAD=1`` to switch it off. A newer lm-eval with entry-point
-discovery makes the hook step aside.
+Set ``LM_LATENT_NO_AUTOLOAD=1`` to switch it off (the ``.pth`` line checks it before
+importing this module). A newer lm-eval with entry-point discovery makes the hook step aside.
+Measured by ``benchmarks/bench_autoload.py``.
 """
 
-from __future__ import annotations
-
-import importlib.abc
-import importlib.util
 import os
 import sys
 
@@ -26,7 +25,11 @@ MODELS = {
     "latent": "lm_latent.model:LatentLM",
     "latent-vllm": "lm_latent.vllm_model:LatentVLLM",
 }
-_WATCHED = ("lm_eval.api.registry", "lm_eval.tasks.manager")
+
+
+def disabled() -> bool:
+    """True when ``$LM_LATENT_NO_AUTOLOAD`` is 1/true/yes/on (the ``.pth`` line repeats this test)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def task_dir() -> str:
@@ -43,6 +46,7 @@ def _after_registry(module) -> None:
 
 
 def register_models(registry) -> None:
+    """Register every lm-latent model name (lazily, by ``module:Class``) that is not taken yet."""
     for name, target in MODELS.items():
         if name not in registry:
             registry.register(name, target=target)
@@ -84,7 +88,13 @@ def _with_plugin_tasks(include_path):
 _HOOKS = {"lm_eval.api.registry": _after_registry, "lm_eval.tasks.manager": _after_task_manager}
 
 
-class _Loader(importlib.abc.Loader):
+def _warn(text: str) -> None:
+    print(f"lm-latent: {text} (set {DISABLE_ENV}=1 to silence)", file=sys.stderr)
+
+
+class _Loader:
+    """Wraps the real loader of a watched module and runs the hook after the module executed."""
+
     def __init__(self, loader, hook):
         self._loader, self._hook = loader, hook
 
@@ -96,11 +106,15 @@ class _Loader(importlib.abc.Loader):
         try:
             self._hook(module)
         except Exception as exc:  # never break lm_eval because of the plugin
-            print(f"lm-latent: start-up hook failed for {module.__name__}: {exc!r} "
-                  f"(set {DISABLE_ENV}=1 to silence)", file=sys.stderr)
+            _warn(f"start-up hook failed for {module.__name__}: {exc!r}")
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ... of the real loader
+        return getattr(self._loader, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
+    """A ``sys.meta_path`` finder (duck-typed: ``importlib.abc`` costs ~20 ms to import)."""
+
     _lm_latent = True
 
     def find_spec(self, fullname, path=None, target=None):
@@ -117,17 +131,18 @@ class _Finder(importlib.abc.MetaPathFinder):
                 return spec
         return None
 
+    def invalidate_caches(self):
+        pass
+
 
 def install() -> None:
-    """Idempotent: .pth files may be processed twice per start."""
-    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return
-    if any(getattr(f, "_lm_latent", False) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _Finder())
-    for name, hook in _HOOKS.items():  # lm_eval already imported (e.g. install() called late)
-        if name in sys.modules:
-            try:
+    """Idempotent (``.pth`` files may be processed twice per start); never raises."""
+    try:
+        if disabled() or any(getattr(f, "_lm_latent", False) for f in sys.meta_path):
+            return
+        sys.meta_path.insert(0, _Finder())
+        for name, hook in _HOOKS.items():  # lm_eval already imported (e.g. install() called late)
+            if name in sys.modules:
                 hook(sys.modules[name])
-            except Exception:
-                pass
+    except Exception as exc:  # a start-up hook must not break an unrelated Python process
+        _warn(f"start-up hook failed: {exc!r}")

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .adapter import COMPRESSOR_DIR, AdapterError, attach_adapter, check_adapter, check_base, load_adapter_tokenizer
+from .adapter import COMPRESSOR_DIR, AdapterError, attach_adapter, check_adapter, check_base, find_base, load_adapter_tokenizer
 from .latent_config import LATENT_CONFIG_NAME
 
 logger = logging.getLogger(__name__)
@@ -95,9 +95,9 @@ def export(adapter: str | os.PathLike, out: str | os.PathLike, base: str | None 
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     config = check_adapter(adapter)
     tokenizer = load_adapter_tokenizer(adapter, config)
-    base = base or config.base_model
+    base, base_config = find_base(config, adapter, base)  # a relative recorded base, what was tried
     logger.info("export: base %s + adapter %s (rate=%s) -> %s", base, adapter, config.rate, out)
-    check_base(config, base, AutoConfig.from_pretrained(base), adapter)
+    check_base(config, base, base_config, adapter)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     model = attach_adapter(model, adapter, config, merge=True)
     model.config.vocab_size = model.get_input_embeddings().weight.shape[0]

@@ -60,11 +60,36 @@ class LatentConfig:
             raise FileNotFoundError(f"{path} not found: {directory} is not a finished lm-latent adapter") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON ({exc}); the adapter directory is damaged") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} holds {json.dumps(raw)[:40]} instead of an object of adapter settings; "
+                             f"the adapter directory is damaged: rebuild it (lm-latent train / init-adapter)")
+        _check_fields(path, raw)
         if raw.get("format_version", 1) > FORMAT_VERSION:
             raise ValueError(f"{path} has format_version {raw['format_version']}; this lm-latent reads "
                              f"up to {FORMAT_VERSION}: upgrade lm-latent")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+_INT_FIELDS = ("rate", "chunk_len", "codebook_size", "base_vocab_size", "vocab_size")
+
+
+def _check_fields(path: Path, raw: dict) -> None:
+    """Required fields present and of the right type, so a hand-edited file fails here, by name."""
+    missing = [name for name in (*_INT_FIELDS, "base_model") if name not in raw]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: the adapter directory is damaged or not an lm-latent adapter")
+    for name in _INT_FIELDS:
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{path}: {name} must be a non-negative integer, found {value!r}")
+    if not isinstance(raw["base_model"], (str, type(None))):
+        raise ValueError(f"{path}: base_model must be a path or hub id, found {raw['base_model']!r}")
+    if raw["vocab_size"] < raw["base_vocab_size"]:
+        raise ValueError(f"{path}: vocab_size ({raw['vocab_size']}) is smaller than base_vocab_size "
+                         f"({raw['base_vocab_size']})")
+    if not isinstance(raw.get("base_fingerprint", {}), dict):
+        raise ValueError(f"{path}: base_fingerprint must be an object, found {raw['base_fingerprint']!r}")
 
 
 def base_fingerprint(model_config) -> dict:

@@ -7,7 +7,9 @@ batches. Every generation carries its exact ``gen_tokens`` and ``latent_tokens``
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
 
 import torch
@@ -22,10 +24,80 @@ from lm_eval.models.utils import (
 from tqdm import tqdm
 
 from .accounting import CountedText, generated_length
-from .adapter import AdapterError, attach_adapter, check_base
-from .latent_setup import DEFAULT_MAX_GEN_TOKS, prepare
+from .adapter import AdapterError, attach_adapter
+from .errors import UserError, report_cleanly
+from .latent_setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, prepare
 
 logger = logging.getLogger(__name__)
+
+
+_FROM_PRETRAINED_KWARGS = {  # popped by PreTrainedModel.from_pretrained (a fallback if its source is absent)
+    "attn_implementation", "device_map", "torch_dtype", "dtype", "quantization_config", "low_cpu_mem_usage",
+    "max_memory", "offload_folder", "offload_state_dict", "offload_buffers", "load_in_8bit", "load_in_4bit",
+    "use_safetensors", "variant", "key_mapping", "tp_plan", "tp_size", "device_mesh", "subfolder",
+    "gguf_file", "generation_config", "use_kernels", "output_loading_info", "experts_implementation",
+}
+
+
+def unknown_model_args(kwargs: dict, base_config=None) -> list[str]:
+    """Arguments that neither the plugin, lm-eval's ``HFLM`` nor ``from_pretrained`` would use.
+
+    ``HFLM`` passes its leftover ``**kwargs`` to ``from_pretrained``, which takes its own options
+    and config overrides (any attribute of the base's config) and hands the rest to the model's
+    ``__init__``, where they crash after the config loaded. Only those are flagged.
+    """
+    known = set(PLUGIN_ARGS) | set(inspect.signature(HFLM.__init__).parameters)
+    candidates = [k for k in kwargs if k not in known]
+    if not candidates:
+        return []
+    from transformers import PreTrainedModel
+
+    accepted = set(inspect.signature(PreTrainedModel.from_pretrained).parameters) | _FROM_PRETRAINED_KWARGS
+    try:
+        source = inspect.getsource(PreTrainedModel.from_pretrained)
+        accepted |= set(re.findall(r"kwargs\.pop\(\s*[\"'](\w+)[\"']", source))
+    except (OSError, TypeError):
+        pass
+    if base_config is not None:
+        accepted |= set(base_config.to_dict())
+    return [k for k in candidates if k not in accepted]
+
+
+class GenerationProgress:
+    """Per-sample progress inside one batched ``generate`` (a ``transformers`` streamer).
+
+    A batch of 60 problems used to move the bar once, from 0 to 60, at its very end. Now a row
+    counts as done at its first EOS or pad token (rows stopped by a stop string are padded from
+    the next step on), and the postfix shows the batch's decoding step against its budget.
+    """
+
+    def __init__(self, pbar, rows: int, done_ids: set[int], max_new_tokens: int):
+        self.pbar, self.done_ids, self.max_new_tokens = pbar, done_ids, max_new_tokens
+        self.done = [False] * rows
+        self.step = 0
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen and value.dim() == 2:  # generate first pushes the prompt ids
+            self._prompt_seen = True
+            return
+        self.step += 1
+        newly = 0
+        for i, token in enumerate(value.reshape(-1).tolist()[:len(self.done)]):
+            if not self.done[i] and token in self.done_ids:
+                self.done[i] = True
+                newly += 1
+        if newly:
+            self.pbar.update(newly)
+        if newly or self.step % 32 == 0:
+            self.pbar.set_postfix_str(f"batch step {self.step}/{self.max_new_tokens}")
+
+    def end(self) -> None:
+        """The batch is over: every row still running stopped at the budget (or a stop string)."""
+        remaining = self.done.count(False)
+        self.done = [True] * len(self.done)
+        if remaining:
+            self.pbar.update(remaining)
 
 
 @register_model("latent")
@@ -43,11 +115,20 @@ class LatentLM(HFLM):
         dtype: str | torch.dtype | None = "auto",
         **kwargs,
     ) -> None:
-        if kwargs.get("peft") or kwargs.get("delta"):
-            raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
-        if not isinstance(pretrained, (str, type(None))):
-            raise AdapterError("--model latent needs pretrained= as a path or hub id, not a model object")
-        setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks)
+        try:
+            if kwargs.get("peft") or kwargs.get("delta"):
+                raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
+            config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "subfolder") if k in kwargs}
+            setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks, **config_kwargs)
+            unknown = unknown_model_args(kwargs, setup.base_config)
+            if unknown:
+                raise AdapterError(f"unknown model argument(s) {unknown} for --model latent. The plugin's own: "
+                                   f"{', '.join(PLUGIN_ARGS)}; also accepted: lm-eval's HF model arguments "
+                                   f"(batch_size, dtype, device, max_length, revision, trust_remote_code, ...) "
+                                   f"and transformers' from_pretrained arguments (attn_implementation, ...).")
+        except UserError:
+            report_cleanly()  # under the lm_eval CLI: the message, without a traceback
+            raise
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, tokenizer, pretrained = setup.vocab, setup.tokenizer, setup.pretrained
         if device is None:
@@ -58,8 +139,33 @@ class LatentLM(HFLM):
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs)
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "LatentLM":
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "LatentLM":
+        """Like lm-eval's, but a key in both ``--model_args`` and the CLI (``batch_size``, ``device``) is fine.
+
+        lm-eval always passes ``--batch_size`` (default 1), so ``--model_args batch_size=4`` used to fail
+        with "got multiple values". The ``--model_args`` value wins; a conflicting CLI value is logged.
+        """
+        args = dict(arg_dict)
+        for key, value in (additional_config or {}).items():
+            if value is None:
+                continue
+            if key in args:
+                if str(args[key]) != str(value):
+                    logger.warning("lm-latent: %s=%s from --model_args overrides %s=%s from the command line",
+                                   key, args[key], key, value)
+                continue
+            args[key] = value
+        return cls(**args)
+
     def _create_model(self, pretrained: str, **kwargs) -> None:
-        check_base(self.latent_config, pretrained, self.config, self.adapter_path)
+        # The adapter was checked against this base's config.json in prepare(), before any weight.
         super()._create_model(pretrained, **kwargs)
         self._model = attach_adapter(self._model, self.adapter_path, self.latent_config, merge=True)
 
@@ -117,13 +223,21 @@ class LatentLM(HFLM):
                                                             truncation=self.truncation)
             context_enc, attn_masks = context_enc.to(self.device), attn_masks.to(self.device)
             kwargs.pop("max_length", None)
+            progress = None
+            if not pbar.disable and int(kwargs.get("num_beams", 1) or 1) == 1:  # HF streams greedy/sampling only
+                done_ids = self._eos_ids() | ({self.tokenizer.pad_token_id} - {None})
+                progress = GenerationProgress(pbar, len(contexts), done_ids, max_gen_toks)
+                kwargs["streamer"] = progress
             out = self._model_generate(context=context_enc, attention_mask=attn_masks, stop=until,
                                        max_length=context_enc.shape[1] + max_gen_toks, **kwargs)
             for ids, context in zip(out[:, context_enc.shape[1]:].tolist(), contexts, strict=True):
                 text = self.count_generation(ids, until)
                 results.append(text)
                 self.cache_hook.add_partial("generate_until", (context, all_kwargs[0]), text)
-                pbar.update(1)
+            if progress is not None:
+                progress.end()
+            else:
+                pbar.update(len(contexts))
         pbar.close()
         self._generation_seconds += time.perf_counter() - start
         return reorder.get_original(results)

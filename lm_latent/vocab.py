@@ -57,8 +57,17 @@ class LatentVocab:
             raise ValueError(f"tokenizer lacks latent tokens {missing}: it is not the extended "
                              f"tokenizer of an lm-latent adapter with codebook size {codebook_size}")
         first = vocab[latent_token(0)]
-        if vocab[latent_token(codebook_size - 1)] != first + codebook_size - 1:
-            raise ValueError("latent token ids are not contiguous in this tokenizer")
+        found = sorted(int(t[len("<latent_"):-1]) for t in vocab if _LATENT_RE.fullmatch(t))
+        if len(found) != codebook_size:
+            extra = [latent_token(i) for i in found if i >= codebook_size][:3]
+            raise ValueError(f"the tokenizer has {len(found)} latent tokens but the codebook size is "
+                             f"{codebook_size}{f' (it has {extra} beyond the codebook)' if extra else ''}: "
+                             f"latent.json and the tokenizer do not belong together")
+        for i in range(codebook_size):
+            if vocab[latent_token(i)] != first + i:
+                raise ValueError(f"latent tokens are out of order in this tokenizer: {latent_token(i)} has id "
+                                 f"{vocab[latent_token(i)]}, expected {first + i} ({latent_token(0)} is {first}); "
+                                 f"code i must be id {first} + i")
         return cls(vocab[BO_LATENT], vocab[EO_LATENT], first, codebook_size)
 
     @property

@@ -154,3 +154,136 @@ def test_bfloat16_generation(adapters, tiny_base):
     requests = [Instance("generate_until", {}, (q, {"until": ["### Instruction"], "do_sample": False}), i)
                 for i, (q, _) in enumerate(PROBLEMS)]
     assert all(1 <= out.gen_tokens <= 8 for out in lm.generate_until(requests))
+
+
+# --- issue 11 item 10, issue 15 items 1 and 8: arguments, clean errors, paths that travel -------------
+
+def test_unknown_model_argument_is_named_with_the_plugin_s_own(adapters, tiny_base):
+    from lm_latent.adapter import AdapterError
+    from lm_latent.model import LatentLM, unknown_model_args
+
+    with pytest.raises(AdapterError) as err:
+        LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"), foo="bar")
+    msg = str(err.value)
+    assert "unknown model argument(s) ['foo']" in msg and "pretrained, rate, adapter, adapters, max_gen_toks" in msg
+    # what lm-eval's CLI and HFLM pass, transformers' own options and config overrides are not flagged
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(tiny_base))
+    assert unknown_model_args({"batch_size": 2, "max_length": 64, "trust_remote_code": False,
+                               "attn_implementation": "eager", "low_cpu_mem_usage": True,
+                               "use_cache": True, "device_map": "cpu"}, config) == []
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"), max_gen_toks=4,
+                  attn_implementation="eager")
+    assert lm.model.config._attn_implementation == "eager"
+
+
+def test_batch_size_in_model_args_and_on_the_command_line(adapters, data_dir, tiny_base):
+    """README lists batch_size as a model argument; lm-eval also passes --batch_size (default 1)."""
+    from lm_latent.model import LatentLM
+
+    lm = LatentLM.create_from_arg_string(
+        f"pretrained={tiny_base},rate=4,adapters={adapters / 'tied'},max_gen_toks=4,batch_size=3",
+        {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
+    assert int(lm.batch_size) == 3
+    lm = LatentLM.create_from_arg_obj({"pretrained": str(tiny_base), "rate": 4, "adapters": str(adapters / "tied"),
+                                       "max_gen_toks": 4}, {"batch_size": 2, "device": "cpu"})
+    assert int(lm.batch_size) == 2
+
+
+def _cli(args, cwd, timeout=600):
+    import os
+    import subprocess
+
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_prints_a_missing_adapter_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = _cli(["lm_eval", "--model", "latent", "--model_args", f"rate=16,adapters={tmp_path / 'empty'}",
+                "--tasks", "gsm8k", "--limit", "1"], cwd=tmp_path)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "lm-latent: error: no adapter for rate=16" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_relative_recorded_base_works_from_another_folder(tmp_path, tiny_base, data_dir, monkeypatch):
+    """The demo's adapters record ``demo_out/base``: lm_eval and export from elsewhere still find it."""
+    import shutil
+
+    from lm_latent.init_adapter import init_adapter
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_base, run / "demo_out" / "base")
+    monkeypatch.chdir(run)
+    init_adapter("demo_out/base", 0, 0, run / "demo_out" / "adapters" / "rate0")
+    monkeypatch.undo()
+    assert json.loads((run / "demo_out" / "adapters" / "rate0" / "latent.json").read_text())["base_model"] == \
+        "demo_out/base"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = _cli(["lm_eval", "--model", "latent", "--model_args",
+                f"rate=0,adapters={run / 'demo_out' / 'adapters'},max_gen_toks=4,batch_size=2",
+                "--tasks", "gsm8k", "--limit", "2", "--metadata", json.dumps({"data_dir": str(data_dir)})],
+               cwd=elsewhere)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "gen_tokens" in out.stdout
+    out = _cli(["lm-latent", "export", "--adapter", str(run / "demo_out" / "adapters" / "rate0"),
+                "--out", str(elsewhere / "merged")], cwd=elsewhere)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (elsewhere / "merged" / "model.safetensors").is_file()
+    shutil.rmtree(run / "demo_out" / "base")
+    out = _cli(["lm-latent", "export", "--adapter", str(run / "demo_out" / "adapters" / "rate0"),
+                "--out", str(elsewhere / "merged2")], cwd=elsewhere)
+    assert out.returncode == 2 and "cannot find the base model" in out.stderr and "'demo_out/base'" in out.stderr
+
+
+def test_progress_counts_each_row_when_it_finishes():
+    """One batch of many problems used to jump 0 -> n at its end; rows now count as they finish."""
+    from tqdm import tqdm
+
+    from lm_latent.model import GenerationProgress
+
+    import io
+
+    eos, pad = 1, 9
+    bar = tqdm(total=4, file=io.StringIO())
+    progress = GenerationProgress(bar, 4, {eos, pad}, max_new_tokens=10)
+    progress.put(torch.zeros(4, 7, dtype=torch.long))  # the prompt
+    seen = []
+    for step in ([5, 5, 5, 5], [eos, 5, 5, 5], [pad, 5, eos, 5], [pad, pad, pad, 5]):
+        progress.put(torch.tensor(step))
+        seen.append(bar.n)
+    assert seen == [0, 1, 2, 3]  # row 1, stopped by a stop string, shows as pad one step later
+    progress.end()  # the last row ran to the budget
+    assert bar.n == 4 and progress.step == 4
+
+
+def test_generate_until_drives_the_progress_bar(adapters, tiny_base, monkeypatch):
+    from lm_eval.api.instance import Instance
+    from tqdm import tqdm
+
+    import lm_latent.model as model_module
+    from lm_latent.model import LatentLM
+
+    bars = []
+
+    class RecordingBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False})
+            self.postfixes = []
+            bars.append(self)
+
+        def set_postfix_str(self, s="", refresh=True):
+            self.postfixes.append(s)
+            return super().set_postfix_str(s, refresh)
+
+    monkeypatch.setattr(model_module, "tqdm", RecordingBar)
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapters=str(adapters / "tied"), max_gen_toks=40, batch_size=3)
+    requests = [Instance("generate_until", {}, (q, {"until": ["### Instruction"], "do_sample": False}), i)
+                for i, (q, _) in enumerate(PROBLEMS * 2)]
+    assert len(lm.generate_until(requests)) == 6
+    assert bars[-1].n == 6 and "batch step 32/40" in bars[-1].postfixes  # steps shown inside each batch

@@ -8,7 +8,6 @@ through :func:`split_response`, so the trace/solution boundary is defined once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lm_latent.prompts import format_prompt
+from lm_latent.records import DataFileError, Rows, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -98,23 +98,13 @@ def split_response(query: str, response: str) -> Example | None:
     return None
 
 
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``.jsonl`` (one object per line) or ``.json`` (a list) file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from None
-    return rows
+def read_rows(path: str | os.PathLike) -> Rows:
+    """Rows of a ``.jsonl`` (one object per line) or ``.json`` (a list) file, each with its location.
+
+    The project's one reader (:func:`lm_latent.records.read_records`): broken lines, non-objects,
+    empty files and non-UTF-8 bytes are a :class:`DataFileError` naming the file and line.
+    """
+    return read_records(path)
 
 
 def _pick_fields(row: dict, query_field: str | None, response_field: str | None, source: str) -> tuple[str, str]:
@@ -131,15 +121,17 @@ def examples_from_rows(rows: Iterable[dict], source: str = "rows", query_field: 
                        response_field: str | None = None, limit: int | None = None) -> list[Example]:
     """Split rows; rows without a final answer are skipped and counted in the log."""
     out, skipped, fields = [], 0, None
-    for row in rows:
+    where = rows.where if isinstance(rows, Rows) else (lambda i: f"{source}, row {i}")
+    for i, row in enumerate(rows):
         if limit is not None and len(out) >= limit:
             break
         if fields is None:
-            fields = _pick_fields(row, query_field, response_field, source)
-        try:
-            ex = split_response(str(row[fields[0]]), str(row[fields[1]]))
-        except KeyError as exc:
-            raise ValueError(f"{source}: a row lacks field {exc}") from None
+            fields = _pick_fields(row, query_field, response_field, where(i))
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise DataFileError(f"{where(i)}: row has no field {missing[0]!r} (fields found: {sorted(row)}; "
+                                f"the first row set the fields to {list(fields)})")
+        ex = split_response(str(row[fields[0]]), str(row[fields[1]]))
         if ex is None:
             skipped += 1
         else:
