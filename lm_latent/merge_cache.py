@@ -129,14 +129,18 @@ def estimate_merged_bytes(base_dir: Path, dtype: str, extra_rows: int = 0) -> in
     return total + extra_rows * hidden * width * (1 if tied else 2)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def check_disk(where: Path, need: int) -> None:
     where.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(where).free
     margin = 64 << 20
     if free < need + margin:
         raise MergeCacheError(
-            f"not enough disk for the merged checkpoint: it needs about {need / 2**30:.2f} GiB in {where}, "
-            f"but only {free / 2**30:.2f} GiB is free. Free some space (`lm-latent cache clear` removes old "
+            f"not enough disk for the merged checkpoint: it needs about {_size(need)} in {where}, "
+            f"but only {_size(free)} is free. Free some space (`lm-latent cache clear` removes old "
             f"merged copies), or set {HOME_ENV} to a directory on a larger disk.")
 
 
@@ -210,8 +214,8 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
             if not entry_is_complete(entry):  # the other process may have finished it meanwhile
                 need = estimate_merged_bytes(base_dir, dtype, extra_rows)
                 check_disk(root, need)
-                logger.info("lm-latent: merging adapter %s into base %s (dtype %s, about %.2f GiB) -> %s",
-                            adapter, base, dtype, need / 2**30, entry)
+                logger.info("lm-latent: merging adapter %s into base %s (dtype %s, about %s) -> %s",
+                            adapter, base, dtype, _size(need), entry)
                 with atomic_directory(entry, overwrite=True) as tmp:
                     write_merged(adapter, tmp, base=str(base), dtype=dtype)
                     files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
