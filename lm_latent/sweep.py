@@ -27,11 +27,12 @@ def _rates(text: str) -> list[int]:
     return [parse_rate(part) for part in text.split(",") if part.strip()]
 
 
-def run_rate(rate: int, tasks: str, model_args: str, out: Path, extra: list[str]) -> tuple[bool, str]:
+def run_rate(rate: int, tasks: str, model_args: str, out: Path, extra: list[str],
+             model: str = "latent") -> tuple[bool, str]:
     """One lm_eval run, streamed to the console and to ``out/lm_eval.log``."""
     out.mkdir(parents=True, exist_ok=True)
     args = f"rate={rate}" + (f",{model_args}" if model_args else "")
-    cmd = [sys.executable, "-m", "lm_latent.cli", "eval", "--model", "latent", "--model_args", args,
+    cmd = [sys.executable, "-m", "lm_latent.cli", "eval", "--model", model, "--model_args", args,
            "--tasks", tasks, "--output_path", str(out), *extra]
     with open(out / "lm_eval.log", "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
@@ -47,7 +48,7 @@ def run_rate(rate: int, tasks: str, model_args: str, out: Path, extra: list[str]
 
 
 def sweep(rates: list[int], tasks: str, model_args: str, out: str | Path, extra: list[str],
-          redo: bool = False) -> dict:
+          redo: bool = False, model: str = "latent") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     status_path = out / "sweep_status.json"
@@ -60,7 +61,7 @@ def sweep(rates: list[int], tasks: str, model_args: str, out: str | Path, extra:
             continue
         print(f"[sweep {i}/{len(rates)}] {label}: running lm_eval ...", file=sys.stderr)
         start = time.time()
-        ok, tail = run_rate(rate, tasks, model_args, folder, extra)
+        ok, tail = run_rate(rate, tasks, model_args, folder, extra, model=model)
         result = latest_results_json(folder) if ok else None
         entry = {"ok": bool(ok and result), "seconds": round(time.time() - start, 1)}
         if entry["ok"]:
@@ -91,17 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model_args", default="", help="lm_eval --model_args for every rate (without rate=)")
     p.add_argument("--out", required=True, help="results folder (rate<r>/ per rate, table and chart)")
     p.add_argument("--redo", action="store_true", help="rerun rates that already finished")
+    p.add_argument("--model", default="latent", choices=("latent", "latent-vllm"),
+                   help="backend: latent (HF generate) or latent-vllm")
     args, extra = p.parse_known_args(argv)
     if any(part.strip().startswith("rate=") for part in args.model_args.split(",")):
         p.error("give rates with --rates, not rate= in --model_args")
-    for flag in ("--output_path", "-o", "--model", "--tasks"):
+    for flag in ("--output_path", "-o", "--tasks"):
         if flag in extra:
             p.error(f"{flag} is set by the sweep itself")
     try:
         rates = _rates(args.rates)
     except ValueError as exc:
         p.error(str(exc))
-    status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo)
+    status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo, model=args.model)
     failed = sorted(int(r) for r, e in status.items() if not e["ok"] and int(r) in rates)
     if collect(args.out):
         paths = render(args.out)

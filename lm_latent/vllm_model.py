@@ -93,6 +93,17 @@ def check_architecture(pretrained: str) -> list[str]:
     return archs
 
 
+def _show_plugin_logs() -> None:
+    """lm-eval's CLI gives only the ``lm_eval`` logger a handler: let ``lm_latent``'s INFO lines
+    (which merged copy is used, its size) appear through it too."""
+    ours, theirs = logging.getLogger("lm_latent"), logging.getLogger("lm_eval")
+    if not ours.handlers and theirs.handlers and not logging.getLogger().handlers:
+        for handler in theirs.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(min(theirs.getEffectiveLevel(), logging.INFO))
+        ours.propagate = False
+
+
 class LatentVLLM(CountingMixin, VLLM):
     """lm-eval's ``VLLM`` on base + merged adapter for ``rate``; every vLLM model arg still applies."""
 
@@ -105,6 +116,7 @@ class LatentVLLM(CountingMixin, VLLM):
                                    f"drop {arg}= (give adapter=PATH or adapters=ROOT)")
         from .merge_cache import merged_checkpoint
 
+        _show_plugin_logs()
         setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks)
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, self.latent_tokenizer = setup.vocab, setup.tokenizer
