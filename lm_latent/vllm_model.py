@@ -93,6 +93,18 @@ def check_architecture(pretrained: str) -> list[str]:
     return archs
 
 
+def _cpu_memory_hint(kwargs: dict) -> None:
+    import os
+
+    from vllm.platforms import current_platform
+
+    if (current_platform.is_cpu() and "gpu_memory_utilization" not in kwargs
+            and not os.environ.get("VLLM_CPU_KVCACHE_SPACE")):
+        logger.warning("lm-latent: vLLM on a CPU reserves gpu_memory_utilization (default 0.9) of the RAM for "
+                       "its KV cache and refuses to start when that much is not free: pass "
+                       "gpu_memory_utilization=0.2 or set VLLM_CPU_KVCACHE_SPACE=<GiB> if it does")
+
+
 def _show_plugin_logs() -> None:
     """lm-eval's CLI gives only the ``lm_eval`` logger a handler: let ``lm_latent``'s INFO lines
     (which merged copy is used, its size) appear through it too."""
@@ -129,6 +141,7 @@ class LatentVLLM(CountingMixin, VLLM):
         extra_rows = setup.config.vocab_size - setup.config.base_vocab_size
         self.merged_path = merged_checkpoint(setup.adapter_path, setup.pretrained, dtype=merge_dtype(dtype),
                                              extra_rows=extra_rows)
+        _cpu_memory_hint(kwargs)
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s) on vLLM from %s", setup.pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size, self.merged_path)
         super().__init__(pretrained=str(self.merged_path), max_gen_toks=setup.max_gen_toks, dtype=dtype, **kwargs)
