@@ -122,7 +122,7 @@ def engine(vllm_home, trained_adapter):
 
     lm = LatentVLLM(adapter=str(trained_adapter), rate=4, dtype="float32", max_gen_toks=48, **ENGINE_ARGS)
     yield lm
-    del lm
+    lm.model.llm_engine.engine_core.shutdown()  # free its RAM before the next module's engine starts
 
 
 def _fields(outs):

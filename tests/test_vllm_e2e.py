@@ -105,5 +105,6 @@ def test_smollm2_init_adapter_same_answers_on_both_backends(tmp_path_factory, mo
     vl = LatentVLLM(adapter=str(adapter), rate=16, dtype="float32", max_gen_toks=64, enforce_eager=True,
                     max_model_len=1024, seed=0)
     got = [(str(o), o.gen_tokens, o.latent_tokens, o.truncated) for o in vl.generate_until(requests)]
+    vl.model.llm_engine.engine_core.shutdown()
     assert got == want
     assert any(text.strip() for text, *_ in got)
