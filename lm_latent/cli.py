@@ -9,6 +9,7 @@ COMMANDS = {
     "init-adapter": ("lm_latent.init_adapter", "write an untrained adapter directory (smoke tests)"),
     "train": ("lm_latent.training.train", "train the compressor and the LoRA adapter for a rate"),
     "export": ("lm_latent.export", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
+    "cache": ("lm_latent.merge_cache", "list or clear the merged checkpoints of --model latent-vllm"),
     "sweep": ("lm_latent.sweep", "lm_eval once per rate, then the results table and the chart"),
     "plot": ("lm_latent.sweep", "redraw the table and chart of a sweep folder"),
     "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~5 min)"),

@@ -84,19 +84,33 @@ def check_out(adapter: Path, out: Path, overwrite: bool) -> None:
 def export(adapter: str | os.PathLike, out: str | os.PathLike, base: str | None = None, dtype: str = "auto",
            with_compressor: bool = False, overwrite: bool = False) -> Path:
     """Write ``out``: merged weights (safetensors), extended tokenizer, generation config."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from .fileio import atomic_directory
 
     adapter, out = Path(adapter), Path(out)
     check_out(adapter, out, overwrite)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_merged(adapter, tmp, base=base, dtype=dtype, with_compressor=with_compressor)
+    logger.info("export: wrote %s", out)
+    return out
+
+
+def write_merged(adapter: str | os.PathLike, target: str | os.PathLike, base: str | None = None,
+                 dtype: str = "auto", with_compressor: bool = False) -> None:
+    """Merge ``adapter`` into ``base`` and save into the existing directory ``target``.
+
+    The one merge both ``lm-latent export`` and ``--model latent-vllm``'s cache use; the
+    caller makes ``target`` atomic (a scratch directory renamed on success).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    adapter, target = Path(adapter), Path(target)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     config = check_adapter(adapter)
     tokenizer = load_adapter_tokenizer(adapter, config)
     base, base_config = find_base(config, adapter, base)  # a relative recorded base, what was tried
-    logger.info("export: base %s + adapter %s (rate=%s) -> %s", base, adapter, config.rate, out)
+    logger.info("merge: base %s + adapter %s (rate=%s) -> %s", base, adapter, config.rate, target)
     check_base(config, base, base_config, adapter)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     model = attach_adapter(model, adapter, config, merge=True)
@@ -105,13 +119,11 @@ def export(adapter: str | os.PathLike, out: str | os.PathLike, base: str | None 
         model.config.pad_token_id = tokenizer.pad_token_id
         if model.generation_config is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        shutil.copyfile(adapter / LATENT_CONFIG_NAME, tmp / EXPORTED_CONFIG_NAME)
-        if with_compressor and (adapter / COMPRESSOR_DIR).is_dir():
-            shutil.copytree(adapter / COMPRESSOR_DIR, tmp / COMPRESSOR_DIR)
-    return out
+    model.save_pretrained(str(target), safe_serialization=True)
+    tokenizer.save_pretrained(str(target))
+    shutil.copyfile(adapter / LATENT_CONFIG_NAME, target / EXPORTED_CONFIG_NAME)
+    if with_compressor and (adapter / COMPRESSOR_DIR).is_dir():
+        shutil.copytree(adapter / COMPRESSOR_DIR, target / COMPRESSOR_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,15 +15,10 @@ import time
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import (
-    Collator,
-    handle_stop_sequences,
-    normalize_gen_kwargs,
-    postprocess_generated_text,
-)
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from .accounting import CountedText, generated_length
+from .accounting import CountingMixin
 from .adapter import AdapterError, attach_adapter
 from .errors import UserError, report_cleanly
 from .latent_setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, prepare
@@ -101,7 +96,7 @@ class GenerationProgress:
 
 
 @register_model("latent")
-class LatentLM(HFLM):
+class LatentLM(CountingMixin, HFLM):
     """A base causal LM with the lm-latent adapter for ``rate`` (0 or ``cot``: plain CoT)."""
 
     def __init__(
@@ -131,6 +126,7 @@ class LatentLM(HFLM):
             raise
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, tokenizer, pretrained = setup.vocab, setup.tokenizer, setup.pretrained
+        self.latent_tokenizer = tokenizer
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._max_gen_toks = setup.max_gen_toks
@@ -186,13 +182,6 @@ class LatentLM(HFLM):
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         return {i for i in ids if i is not None}
-
-    def count_generation(self, ids: list[int], stop: list[str]) -> CountedText:
-        """Decode one generation (latent tokens visible) and count exactly what was generated."""
-        n = generated_length(ids, self._eos_ids(), self.tokenizer.pad_token_id, stop,
-                             lambda prefix: self.tok_decode(prefix))
-        text = postprocess_generated_text(self.tok_decode(ids[:n]), stop=stop, think_end_token=None)
-        return CountedText(text, gen_tokens=n, latent_tokens=self.latent_vocab.count_latent(ids[:n]))
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """HFLM's batched greedy loop, returning ``CountedText`` instead of plain strings."""

@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="results folder (rate<r>/ per rate, table and chart)")
     p.add_argument("--redo", action="store_true",
                    help="rerun rates that already finished (needed when the settings or the adapters changed)")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=("latent", "latent-vllm"),
+                   help="backend: latent (HF generate) or latent-vllm")
     args, extra = p.parse_known_args(argv)
     if any(part.strip().startswith("rate=") for part in args.model_args.split(",")):
         p.error("give rates with --rates, not rate= in --model_args")
-    for flag in ("--output_path", "-o", "--model", "--tasks"):
+    for flag in ("--output_path", "-o", "--tasks"):
         if flag in extra:
             p.error(f"{flag} is set by the sweep itself")
     try:
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     try:
-        status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo)
+        status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo, model=args.model)
     except SettingsChanged as exc:
         print(f"lm-latent sweep: error: {exc}", file=sys.stderr)
         return 2

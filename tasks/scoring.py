@@ -33,6 +33,7 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
                    multiple=bool(doc.get("is_multiple_answer")))
     gen_tokens = getattr(generation, "gen_tokens", math.nan)
     latent_tokens = getattr(generation, "latent_tokens", math.nan)
+    truncated = getattr(generation, "truncated", math.nan)  # hit max_gen_toks (no end, no stop)
     return {
         "acc": float(result.correct),
         "gen_tokens": float(gen_tokens),
@@ -40,4 +41,5 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
         "latent_usage": float(latent_tokens > 0) if latent_tokens == latent_tokens else math.nan,
         "grading_timeout": float(result.timed_out),
         "grading_error": float(result.error),
+        "truncated": float(truncated),
     }

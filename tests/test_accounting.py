@@ -30,3 +30,26 @@ def test_counted_text_survives_pickle_and_str_ops():
     text = CountedText("abc <latent_1>", gen_tokens=7, latent_tokens=1)
     back = pickle.loads(pickle.dumps(text))
     assert back == "abc <latent_1>" and back.gen_tokens == 7 and back.latent_tokens == 1
+
+
+def test_generation_end_says_whether_the_answer_ended():
+    from lm_latent.accounting import generation_end
+
+    assert generation_end([1, 2, 99, 50], eos_ids=[99], pad_id=50, stop=[], decode=_decode) == (3, True)
+    assert generation_end([0, 1, 23, 24, 2], eos_ids=[99], pad_id=None, stop=["xy"], decode=_decode) == (4, True)
+    assert generation_end([0, 1, 2], eos_ids=[99], pad_id=None, stop=["zz"], decode=_decode) == (3, False)
+
+
+def test_truncated_survives_pickle_and_reaches_the_metrics():
+    import math
+    import pickle
+
+    from lm_latent.tasks.scoring import process_results
+
+    text = CountedText("So 3 + 4", gen_tokens=8, latent_tokens=0, truncated=True)
+    back = pickle.loads(pickle.dumps(text))
+    assert back.truncated is True and CountedText("x", 1).truncated is False
+    doc = {"problem": "3 + 4?", "answer": "7"}
+    assert process_results(doc, [back])["truncated"] == 1.0
+    assert process_results(doc, [CountedText("7", 1)])["truncated"] == 0.0
+    assert math.isnan(process_results(doc, ["7"])["truncated"])  # a model that does not count
