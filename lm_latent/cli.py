@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -38,6 +39,22 @@ def lm_eval_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; a reader that stops early (``lm-latent --help | head``) is not an error."""
+    try:
+        try:
+            code = _dispatch(argv)
+        finally:  # argparse's --help exits: flush here too, so a closed pipe never fails at shutdown
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the interpreter's final flush
+        # cannot raise again, and exit quietly as `cat` or `grep` would under `| head`.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: lm-latent COMMAND [ARGS]\n\ncommands:")
