@@ -78,6 +78,11 @@ def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters):
     names = zipfile.ZipFile(wheel).namelist()
     assert "lm_latent_autoload.pth" in names and "lm_latent_autoload.start" in names
     assert "lm_latent/tasks/latent_math/gsm8k.yaml" in names and "lm_latent/training/__init__.py" in names
+    info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert info.replace("METADATA", "licenses/LICENSE") in names  # the licence travels with the wheel
+    metadata = zipfile.ZipFile(wheel).read(info).decode()
+    assert "License-Expression: MIT" in metadata and "Classifier: " in metadata
+    assert "Description-Content-Type: text/markdown" in metadata and "# lm-latent" in metadata
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
