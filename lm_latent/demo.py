@@ -17,8 +17,9 @@ Stages (each one skipped when rerun after it finished, so an interrupted demo co
 5. ``report``   ``OUT/report.md``: what was run, the table, the chart, per-rate compressor and
                 latent statistics, and whether a rate matched the baseline with fewer tokens.
 
-``--quick`` (about 5 minutes on 2 cores) only proves that the pipeline runs end to end; the
-full run (about 35 minutes) is the miniature of the paper's rate sweep.
+``--quick`` (about 5 minutes on 2 idle cores) proves that the pipeline and the latent path run
+end to end (its rate-16 answers go through latent tokens); the full run (about 35 minutes) is
+the miniature of the paper's rate sweep.
 """
 
 from __future__ import annotations
@@ -388,7 +389,8 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lm-latent demo", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="~5 minutes: proves the pipeline, numbers mean little")
+    p.add_argument("--quick", action="store_true", help="~5 minutes on 2 idle cores: proves the pipeline and the latent path run; "
+                                                          "its numbers mean little")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--restart", action="store_true", help="delete --out and start over")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
