@@ -389,8 +389,8 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lm-latent demo", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="~5 minutes on 2 idle cores: proves the pipeline and the latent path run; "
-                                                          "its numbers mean little")
+    p.add_argument("--quick", action="store_true",
+                   help="~5 minutes on 2 idle cores: proves the pipeline and the latent path run; its numbers mean little")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--restart", action="store_true", help="delete --out and start over")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
