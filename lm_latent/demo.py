@@ -337,7 +337,7 @@ def build_report(plan: DemoPlan, paths: dict, state: _State) -> str:
     lines += ["", "## By hand", "",
               f"One rate as the sweep ran it (the demo's generation budget and batch size; without "
               f"`max_gen_toks` a model that never stops runs to lm-eval's default of 2048 tokens per problem):", "",
-              "    lm_eval " + " ".join(by_hand_argv(plan, paths, top, paths["report"].parent / "by_hand")), ""]
+              "    lm_eval " + " ".join(by_hand_argv(plan, paths, top, paths["report"].parent / "by_hand"))]
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {info['seconds']} |" for name, info in stages.items()]
     lines += ["", "Rerun `lm-latent demo" + (" --quick" if plan.name == "quick" else "") + f" --out {paths['report'].parent}` "
