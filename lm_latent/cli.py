@@ -12,7 +12,7 @@ COMMANDS = {
     "export": ("lm_latent.export", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
     "sweep": ("lm_latent.sweep", "lm_eval once per rate, then the results table and the chart"),
     "plot": ("lm_latent.sweep", "redraw the table and chart of a sweep folder"),
-    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~5 min on 2 idle cores)"),
+    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~8 min on 2 cores)"),
     "eval": ("lm_latent.cli", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }
 
