@@ -92,7 +92,7 @@ FULL = DemoPlan(name="full", n_train=30000, n_test=300, base_steps=2400, base_ba
 # Most of the budget goes to the base (its steps cost half a fine-tuning step); schedule 48 puts
 # latents in every rate-16 training sample. Measured on a fresh clone (2 cores, 7.6 min): CoT 1/60,
 # rate 16 latents in 6/60 answers (on a 300-step base the same recipe opened all 60 with
-# <boLatent>, 31 with codes). Not yet "most answers": see issue 15.6 in the helper's report.
+# <boLatent>, 31 with codes). Not yet "most answers" (issue 15.6 stays open on that point).
 QUICK = DemoPlan(name="quick", n_train=4000, n_test=60, base_steps=500, base_batch=32, base_lr=3e-3,
                  rates=(0, 16), finetune_steps=50, compressor_steps=40, codebook_size=64, max_gen_toks=200,
                  schedule="48")
