@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -12,7 +13,7 @@ COMMANDS = {
     "cache": ("lm_latent.merge_cache", "list or clear the merged checkpoints of --model latent-vllm"),
     "sweep": ("lm_latent.sweep", "lm_eval once per rate, then the results table and the chart"),
     "plot": ("lm_latent.sweep", "redraw the table and chart of a sweep folder"),
-    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~5 min)"),
+    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~8 min on 2 cores)"),
     "eval": ("lm_latent.cli", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }
 
@@ -38,6 +39,22 @@ def lm_eval_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; a reader that stops early (``lm-latent --help | head``) is not an error."""
+    try:
+        try:
+            code = _dispatch(argv)
+        finally:  # argparse's --help exits: flush here too, so a closed pipe never fails at shutdown
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the interpreter's final flush
+        # cannot raise again, and exit quietly as `cat` or `grep` would under `| head`.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _dispatch(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: lm-latent COMMAND [ARGS]\n\ncommands:")

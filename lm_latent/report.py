@@ -125,8 +125,12 @@ def write_tables(rows: list[RateRow], out: str | Path) -> tuple[Path, Path]:
     return out / "results.md", out / "results.csv"
 
 
-def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None) -> list[Path]:
-    """Accuracy (left axis) and mean generated tokens (right axis) per rate, as PNG and SVG."""
+def draw_chart(rows: list[RateRow], title: str | None = None):
+    """The chart as a matplotlib figure (``plot_chart`` saves and closes it).
+
+    Every label has its own place, whatever the numbers: accuracy values above their points,
+    token counts in the x tick labels under the bars, the legend below the axes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,11 +139,12 @@ def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None) -
     rows = [r for r in rows if r.avg_accuracy == r.avg_accuracy]
     if not rows:
         raise ValueError("no results with accuracy to plot")
-    labels = ["CoT" if r.rate == 0 else str(r.rate) for r in rows]
-    x = list(range(len(rows)))
-    fig, ax_acc = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    ax_tok = ax_acc.twinx()
     tokens = [r.avg_gen_tokens for r in rows]
+    labels = [("CoT" if r.rate == 0 else str(r.rate)) + (f"\n{t:.0f} tok" if t == t else "")
+              for r, t in zip(rows, tokens)]
+    x = list(range(len(rows)))
+    fig, ax_acc = plt.subplots(figsize=(6.4, 4.3), dpi=150)
+    ax_tok = ax_acc.twinx()
     ax_tok.bar(x, tokens, width=0.5, color="#c7d7ea", label="mean generated tokens", zorder=1)
     ax_acc.set_zorder(ax_tok.get_zorder() + 1)
     ax_acc.patch.set_visible(False)
@@ -148,24 +153,28 @@ def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None) -
     for xi, a in zip(x, acc):
         ax_acc.annotate(f"{a:.1f}", (xi, a), textcoords="offset points", xytext=(0, 7), ha="center",
                         fontsize=8, color="#c0392b")
-    for xi, t in zip(x, tokens):
-        if t == t:
-            # at the foot of the bar, so it never collides with the accuracy line's labels
-            ax_tok.annotate(f"{t:.0f} tok", (xi, 0), textcoords="offset points", xytext=(0, 4), ha="center",
-                            va="bottom", fontsize=8, color="#2c5d8f")
     ax_acc.set_xticks(x, labels)
     ax_acc.set_xlabel("compression rate (text tokens per latent token)")
     ax_acc.set_ylabel("average accuracy (%)", color="#c0392b")
     ax_tok.set_ylabel("mean generated tokens", color="#2c5d8f")
     lo, hi = min(acc), max(acc)
     pad = max(2.0, (hi - lo) * 0.6)
-    ax_acc.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    bottom, top = max(0.0, lo - pad), min(100.0, hi + pad)
+    ax_acc.set_ylim(bottom, max(top, hi + 0.1 * (top - bottom)))  # room for the top label, even at 100%
     ax_tok.set_ylim(0, max(t for t in tokens if t == t) * 1.25 if any(t == t for t in tokens) else 1)
     handles = ax_acc.get_legend_handles_labels()[0] + ax_tok.get_legend_handles_labels()[0]
-    ax_acc.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8, frameon=False)
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=2, fontsize=8, frameon=False)
     tasks = sorted({t for r in rows for t in r.tasks})
     ax_acc.set_title(title or f"Accuracy and generated tokens vs rate ({', '.join(tasks)})", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # the bottom strip holds the legend
+    return fig
+
+
+def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None) -> list[Path]:
+    """Accuracy (left axis) and mean generated tokens (right axis) per rate, as PNG and SVG."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_chart(rows, title)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "chart.png", out / "chart.svg"]

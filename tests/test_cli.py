@@ -78,6 +78,11 @@ def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters):
     names = zipfile.ZipFile(wheel).namelist()
     assert "lm_latent_autoload.pth" in names and "lm_latent_autoload.start" in names
     assert "lm_latent/tasks/latent_math/gsm8k.yaml" in names and "lm_latent/training/__init__.py" in names
+    info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert info.replace("METADATA", "licenses/LICENSE") in names  # the licence travels with the wheel
+    metadata = zipfile.ZipFile(wheel).read(info).decode()
+    assert "License-Expression: MIT" in metadata and "Classifier: " in metadata
+    assert "Description-Content-Type: text/markdown" in metadata and "# lm-latent" in metadata
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
@@ -112,3 +117,19 @@ def test_lm_latent_eval_works_with_the_hook_switched_off(tmp_path, tiny_base, cl
                             tmp_path / "out", tasks="math", env={"LM_LATENT_NO_AUTOLOAD": "1"},
                             prefix=["eval"])
     assert "gen_tokens,none" in results["results"]["math"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_help_into_a_closed_pipe_prints_no_traceback(args, unbuffered):
+    """``lm-latent --help | head``: the reader is gone before the help is written (or flushed)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered  # CI and many shells set it: the error then comes from print
+    proc = subprocess.Popen([sys.executable, "-m", "lm_latent.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # as `head` exits: every write to stdout now fails with EPIPE
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code in (0, 1), (code, err)  # argparse itself ignores a failed write of its help (exit 0)
