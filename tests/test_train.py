@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lm_latent.training.train import EXIT_INTERRUPTED, main  # noqa: E402
+from train_runs import train_args  # noqa: E402
 
 N_SAMPLES = 200
 
@@ -27,12 +28,7 @@ def gsm_jsonl(tmp_path_factory) -> Path:
 
 
 def _args(base: Path, data: Path, out: Path, rate: int = 4, steps: int = 16, *extra: str) -> list[str]:
-    return ["--rate", str(rate), "--base", str(base), "--data", str(data), "--out", str(out),
-            "--max-steps", str(steps), "--codebook-size", "16", "--batch-size", "4", "--grad-accum", "2",
-            "--lr", "5e-3", "--save-steps", "4", "--logging-steps", "2", "--max-seq-len", "256",
-            "--compressor-hidden", "64", "--compressor-layers", "1", "--compressor-codebook-dim", "32",
-            "--compressor-batch-size", "32", "--compressor-lr", "2e-3", "--compressor-save-steps", "4",
-            "--compressor-max-prompt-len", "32", "--schedule", "0,8,16,32", "--no-progress", *extra]
+    return train_args(base, data, out, *extra, rate=rate, steps=steps)
 
 
 def _tensors(path: Path) -> dict:
