@@ -973,9 +973,11 @@ def test_restart_after_time_out_is_charged_to_the_budget():
     """Two time-outs in a row: the spare is used up, and an answer that needs the worker
     while its replacement is still starting waits at most its own budget."""
     grading._WORKER.ensure_started()
-    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
-    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
-    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    # short time-outs, so the replacements cannot finish starting in between (on a quiet machine a
+    # worker starts within 0.5 s, which let the third 0.5 s time-out wait one out)
+    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
+    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
+    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
     t0 = time.perf_counter()
     reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 0.01, ("c", "d"))
     assert time.perf_counter() - t0 < 0.01 + 1.0
