@@ -33,8 +33,14 @@ def disabled() -> bool:
 
 
 def task_dir() -> str:
-    """The plugin's task folder (``lm_latent/tasks``), found without importing it."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+    """The plugin's task folder, found without importing it.
+
+    ``lm_latent/tasks`` in a wheel; ``tasks/`` beside the package in a source checkout
+    (editable install), where ``lm_latent/__init__.py`` maps it to ``lm_latent.tasks``.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    inside = os.path.join(package, "tasks")
+    return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(package), "tasks")
 
 
 def _after_registry(module) -> None:
