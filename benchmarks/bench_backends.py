@@ -55,7 +55,7 @@ def prepare_models(names: list[str], work: Path, base: str | None, adapter: str 
             from transformers import AutoTokenizer
 
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from test_vllm import build_head64_llama, nontrivial_adapter
+            from builders import build_head64_llama, nontrivial_adapter
 
             from lm_latent.testing import build_tokenizer
 

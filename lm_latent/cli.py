@@ -5,21 +5,26 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Callable
 
+#: name -> ("module:function" run with the remaining argv, one-line help).
 COMMANDS = {
-    "init-adapter": ("lm_latent.init_adapter", "write an untrained adapter directory (smoke tests)"),
-    "train": ("lm_latent.training.train", "train the compressor and the LoRA adapter for a rate"),
-    "export": ("lm_latent.export", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
-    "cache": ("lm_latent.merge_cache", "list or clear the merged checkpoints of --model latent-vllm"),
-    "sweep": ("lm_latent.sweep", "lm_eval once per rate, then the results table and the chart"),
-    "plot": ("lm_latent.sweep", "redraw the table and chart of a sweep folder"),
-    "demo": ("lm_latent.demo", "the whole method in miniature, offline on a CPU (--quick: ~8 min on 2 cores)"),
-    "eval": ("lm_latent.cli", "run lm_eval with the plugin imported (same flags as lm_eval)"),
+    "init-adapter": ("lm_latent.init_adapter:main", "write an untrained adapter directory (smoke tests)"),
+    "train": ("lm_latent.training.train:main", "train the compressor and the LoRA adapter for a rate"),
+    "export": ("lm_latent.export:main", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
+    "cache": ("lm_latent.merge_cache:main", "list or clear the merged checkpoints of --model latent-vllm"),
+    "sweep": ("lm_latent.sweep:main", "lm_eval once per rate, then the results table and the chart"),
+    "plot": ("lm_latent.sweep:plot_main", "redraw the table and chart of a sweep folder"),
+    "demo": ("lm_latent.demo:main", "the whole method in miniature, offline on a CPU (--quick: ~8 min on 2 cores)"),
+    "eval": ("lm_latent.cli:eval_main", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }
 
 
-def lm_eval_main(argv: list[str] | None = None) -> int:
-    """Fallback for environments where the start-up hook is off: import the plugin, then lm_eval."""
+def eval_main(argv: list[str] | None = None) -> int:
+    """``lm-latent eval``: lm_eval with the plugin loaded explicitly, for when the start-up hook is off.
+
+    The one evaluation route besides the stock ``lm_eval`` command (``lm-latent sweep`` runs it too).
+    """
     from lm_eval.api.registry import model_registry
 
     import lm_eval.models  # noqa: F401  (built-ins first)
@@ -65,11 +70,15 @@ def _dispatch(argv: list[str] | None) -> int:
     if name not in COMMANDS:
         print(f"lm-latent: unknown command {name!r}; try one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    if name == "eval":
-        return lm_eval_main(rest)
-    module = importlib.import_module(COMMANDS[name][0])
-    entry = module.plot_main if name == "plot" else module.main
-    return int(entry(rest) or 0)
+    return int(command_entry(name)(rest) or 0)
+
+
+def command_entry(name: str) -> Callable[[list[str]], int | None]:
+    """The function behind a sub-command, imported only when that command runs."""
+    module, _, function = COMMANDS[name][0].partition(":")
+    # This module may be running as __main__ (python -m lm_latent.cli): never import a second copy.
+    namespace = globals() if module == "lm_latent.cli" else vars(importlib.import_module(module))
+    return namespace[function]
 
 
 if __name__ == "__main__":

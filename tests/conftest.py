@@ -67,3 +67,31 @@ def tiny_base(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_untied(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     return _base(tmp_path_factory, tiny_tokenizer_dir, tied=False)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, tiny_base, tiny_base_untied) -> Path:
+    """Untrained adapters (``init-adapter``): ``tied/rate0``, ``tied/rate4`` and ``untied/rate4``.
+
+    test_export.py defines its own ``adapters`` (briefly trained ones), which win there.
+    """
+    from lm_latent.init_adapter import init_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    init_adapter(str(tiny_base), 0, 0, root / "tied" / "rate0")
+    init_adapter(str(tiny_base), 4, 32, root / "tied" / "rate4")
+    init_adapter(str(tiny_base_untied), 4, 32, root / "untied" / "rate4")
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """This checkout built as a wheel once per session (``python -m build --no-isolation``)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+                           str(PROJECT_ROOT)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return next(out.glob("lm_latent-*.whl"))

@@ -11,26 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from test_model import write_data_dir
+from builders import run_cli, write_data_dir
 
 
 def _lm_eval(bin_dir: Path) -> str:
     exe = bin_dir / "lm_eval"
     assert exe.exists(), f"no lm_eval console script in {bin_dir}"
     return str(exe)
-
-
-def run_cli(lm_eval: str, base, adapters, data_dir, out, tasks="gsm8k,math", env=None, rate="4", prefix=()):
-    cmd = [lm_eval, *prefix, "--model", "latent",
-           "--model_args", f"pretrained={base},rate={rate},adapters={adapters},max_gen_toks=16",
-           "--tasks", tasks, "--limit", "2", "--batch_size", "2", "--metadata", f"data_dir={data_dir}",
-           "--output_path", str(out), "--log_samples"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    results = sorted(Path(out).rglob("results_*.json"))
-    assert results, f"no results JSON under {out}"
-    return proc, json.loads(results[-1].read_text()), sorted(Path(out).rglob("samples_*.jsonl"))
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +54,9 @@ def test_builtin_models_still_work_beside_the_plugin(tmp_path):
 
 
 @pytest.mark.slow
-def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters):
+def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters, built_wheel):
     """``pip install lm-latent`` from the wheel; the stock lm_eval then finds the plugin."""
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
-                    str(root)], check=True, capture_output=True, timeout=600)
-    wheel = next((tmp_path / "dist").glob("lm_latent-*.whl"))
+    wheel = built_wheel
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
@@ -133,3 +117,21 @@ def test_help_into_a_closed_pipe_prints_no_traceback(args, unbuffered):
     code = proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code in (0, 1), (code, err)  # argparse itself ignores a failed write of its help (exit 0)
+
+
+def test_every_command_names_a_function_and_eval_has_one_route():
+    """Each sub-command resolves to a callable; ``eval`` is this module's own function (no second copy)."""
+    from lm_latent import cli
+
+    for name in cli.COMMANDS:
+        assert callable(cli.command_entry(name)), name
+    assert cli.command_entry("eval") is cli.eval_main
+    assert not hasattr(cli, "lm_eval_main")  # the old second route (lm-latent-eval) is gone
+
+
+def test_unknown_command_lists_the_commands(capsys):
+    from lm_latent.cli import COMMANDS, main
+
+    assert main(["evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'evaluate'" in err and all(name in err for name in COMMANDS)

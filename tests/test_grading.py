@@ -1048,7 +1048,8 @@ class _ScriptedLM:
 def test_adversarial_answers_do_not_abort_an_lm_eval_run(tmp_path):
     """14.4/14.5 end to end: these answers used to make `lm_eval` exit 1 after generation."""
     from lm_eval import simple_evaluate
-    from test_model import PROBLEMS, _task_manager, write_data_dir
+    from builders import PROBLEMS, write_data_dir
+    from builders import plugin_task_manager as _task_manager
 
     data_dir = write_data_dir(tmp_path / "data")
     assert sorted({a for _, a in PROBLEMS}) == ["30", "7"]

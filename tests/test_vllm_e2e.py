@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from test_vllm import PROBLEMS, build_head64_llama, nontrivial_adapter  # noqa: E402
+from builders import VLLM_QUESTIONS, build_head64_llama, nontrivial_adapter  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 VLLM_ARGS = "dtype=float32,enforce_eager=True,max_model_len=1024,seed=0"
-GSM8K = [(q, str(i)) for i, q in enumerate(PROBLEMS)] + [
+GSM8K = [(q, str(i)) for i, q in enumerate(VLLM_QUESTIONS)] + [
     ("Gus has 4 boxes of 9 eggs. How many eggs?", "36"), ("Hana walks 3 km a day for 7 days. How far?", "21")]
 
 
