@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base_env = {k: v for k, v in os.environ.items() if k != "LM_LATENT_NO_AUTOLOAD"}
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
-    for name, (flags, extra) in SETTINGS.items():  # warm the page cache and .pyc files
+    for flags, extra in SETTINGS.values():  # warm the page cache and .pyc files
         _time_once(flags, {**base_env, **extra})
     for _ in range(args.runs):
         for name, (flags, extra) in SETTINGS.items():

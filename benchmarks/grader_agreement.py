@@ -166,7 +166,8 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
             add("answer_is", f"We work it out step by step.\nThe answer is: {x}", True)
             add("unboxed", f"We work it out step by step.\nSo the value we want is ${x}$.", True)
             rw = rewritten(it)
-            add("rewrite", f"So we get $\\boxed{{{rw}}}$." if "$" not in rw else f"Therefore, the answer is {rw}.", True)
+            add("rewrite", f"So we get $\\boxed{{{rw}}}$." if "$" not in rw else f"Therefore, the answer is {rw}.",
+                True)
             parts = list(it.answer) if it.multiple else split_answers(x) if "\\text" not in x else [x]
             other = picked[(k + 1 + rng.randrange(len(picked) - 1)) % len(picked)] if len(picked) > 1 else None
             if len(parts) >= 2 and it.multiple:

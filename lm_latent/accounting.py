@@ -6,7 +6,10 @@ Both backends (``--model latent`` on HF ``generate`` and ``--model latent-vllm``
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .vocab import LatentVocab
 
 
 class CountedText(str):
@@ -74,8 +77,8 @@ class CountingMixin:
     latent tokens are ordinary added tokens, so ``<latent_17>`` stays visible in logged samples).
     """
 
-    latent_tokenizer: object
-    latent_vocab: object
+    latent_tokenizer: Any  # the adapter's transformers tokenizer
+    latent_vocab: LatentVocab
 
     def _eos_ids(self) -> set[int]:
         raise NotImplementedError

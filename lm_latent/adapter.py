@@ -178,7 +178,7 @@ def check_adapter_weights(path: str | os.PathLike) -> dict[str, tuple[int, ...]]
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
                     bad.append(f"{name} ({n_nan} NaN, {n_inf} Inf)")
-    except Exception as exc:  # SafetensorError, OSError, header errors: all mean the same thing here
+    except Exception as exc:  # noqa: BLE001  (SafetensorError, OSError, header errors: all mean damaged)
         raise AdapterError(f"{file} looks damaged (truncated or corrupt: {type(exc).__name__}: {exc}). "
                            f"Rebuild the adapter: rerun `lm-latent train` for this rate (or `lm-latent "
                            f"init-adapter` for an untrained one), or copy the directory again.") from None
@@ -296,7 +296,7 @@ def _vocab_fits(config: LatentConfig, vocab_size: int, base_name: str) -> bool:
         from transformers import AutoTokenizer
 
         return len(AutoTokenizer.from_pretrained(str(base_name))) == config.base_vocab_size
-    except Exception:  # no tokenizer to tell: trust the recorded vocabulary, refuse
+    except Exception:  # noqa: BLE001  (no tokenizer to tell: trust the recorded vocabulary, refuse)
         return False
 
 

@@ -66,7 +66,7 @@ def _after_task_manager(module) -> None:
         return
     original = manager.__init__
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):  # noqa: N807  (it replaces TaskManager.__init__)
         # include_path is the second positional parameter (after verbosity).
         if len(args) >= 2:
             args = list(args)
@@ -75,8 +75,8 @@ def _after_task_manager(module) -> None:
             kwargs["include_path"] = _with_plugin_tasks(kwargs.get("include_path"))
         original(self, *args, **kwargs)
 
-    __init__._lm_latent = True
-    __init__.__wrapped__ = original
+    __init__._lm_latent = True  # type: ignore[attr-defined]
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
     __init__.__doc__ = original.__doc__
     manager.__init__ = __init__
 
@@ -111,7 +111,7 @@ class _Loader:
         self._loader.exec_module(module)
         try:
             self._hook(module)
-        except Exception as exc:  # never break lm_eval because of the plugin
+        except Exception as exc:  # noqa: BLE001  (never break lm_eval because of the plugin)
             _warn(f"start-up hook failed for {module.__name__}: {exc!r}")
 
     def __getattr__(self, name):  # get_resource_reader, is_package, ... of the real loader
@@ -150,5 +150,5 @@ def install() -> None:
         for name, hook in _HOOKS.items():  # lm_eval already imported (e.g. install() called late)
             if name in sys.modules:
                 hook(sys.modules[name])
-    except Exception as exc:  # a start-up hook must not break an unrelated Python process
+    except Exception as exc:  # noqa: BLE001  (a start-up hook must not break an unrelated process)
         _warn(f"start-up hook failed: {exc!r}")

@@ -36,5 +36,5 @@ def report_cleanly() -> None:
         else:
             previous(kind, value, traceback)
 
-    excepthook._lm_latent = True
+    excepthook._lm_latent = True  # type: ignore[attr-defined]
     sys.excepthook = excepthook

@@ -15,7 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .adapter import COMPRESSOR_DIR, AdapterError, attach_adapter, check_adapter, check_base, find_base, load_adapter_tokenizer
+from .adapter import (COMPRESSOR_DIR, AdapterError, attach_adapter, check_adapter, check_base, find_base,
+                      load_adapter_tokenizer)
 from .latent_config import LATENT_CONFIG_NAME
 
 logger = logging.getLogger(__name__)

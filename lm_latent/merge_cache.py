@@ -230,7 +230,7 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
 
 def list_entries(root: Path | None = None) -> list[dict]:
     root = root or cache_root()
-    rows = []
+    rows: list[dict] = []
     if not root.is_dir():
         return rows
     for entry in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -248,7 +248,8 @@ def list_entries(root: Path | None = None) -> list[dict]:
 def clear(keys: list[str] | None = None, root: Path | None = None) -> tuple[list[str], list[str]]:
     """Remove entries (all, or ``keys``) and leftover scratch dirs; skip ones being written now."""
     root = root or cache_root()
-    removed, busy = [], []
+    removed: list[str] = []
+    busy: list[str] = []
     if not root.is_dir():
         return removed, busy
     for entry in sorted(p for p in root.iterdir() if p.is_dir()):

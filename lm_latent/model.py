@@ -99,6 +99,8 @@ class GenerationProgress:
 class LatentLM(CountingMixin, HFLM):
     """A base causal LM with the lm-latent adapter for ``rate`` (0 or ``cot``: plain CoT)."""
 
+    _model: torch.nn.Module  # set by HFLM._create_model, then merged with the adapter below
+
     def __init__(
         self,
         pretrained: str | None = None,

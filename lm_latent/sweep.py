@@ -90,7 +90,8 @@ def settings_diff(old: dict | None, new: dict) -> list[str]:
         if key == "adapter":
             was, now = old.get(key) or {}, new.get(key) or {}
             if was.get("path") != now.get("path"):
-                lines.append(f"adapter: was {was.get('path') or was.get('error')}, now {now.get('path') or now.get('error')}")
+                lines.append(f"adapter: was {was.get('path') or was.get('error')}, "
+                             f"now {now.get('path') or now.get('error')}")
             else:
                 lines.append(f"adapter {now.get('path')}: its files changed (sha256 {str(was.get('sha256'))[:12]} "
                              f"-> {str(now.get('sha256'))[:12]})")
@@ -174,8 +175,8 @@ def sweep(rates: list[int], tasks: str, model_args: str, out: str | Path, extra:
             skip.add(rate)
     if changed:
         raise SettingsChanged(f"{out} holds results made with other settings:\n" + "\n".join(changed) + "\n"
-                              f"Nothing was run. Pass --redo to run these rates again with the new settings "
-                              f"(replacing the old results), or choose another --out.")
+                              "Nothing was run. Pass --redo to run these rates again with the new settings "
+                              "(replacing the old results), or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     status_path = out / "sweep_status.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {}

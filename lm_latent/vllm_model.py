@@ -195,7 +195,7 @@ class LatentVLLM(CountingMixin, VLLM):
             params = [SamplingParams(max_tokens=m, stop=until, **kw) for _, (kw, until, m, _) in chunk]
             outputs = self._model_generate(requests=[toks for (_, toks), _ in chunk], generate=True,
                                            sampling_params=params)
-            for output, ((context, _), (_, until, max_gen_toks, gen_kwargs)) in zip(outputs, chunk, strict=True):
+            for output, ((context, _), (_, until, _max_toks, gen_kwargs)) in zip(outputs, chunk, strict=True):
                 completion = output.outputs[0]
                 text = self.count_generation(completion.token_ids, until)
                 if text.truncated != (completion.finish_reason == "length"):
