@@ -45,7 +45,8 @@ def _child_process(conn, jobs_module: str | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     except Exception:  # noqa: BLE001 - not on every platform; the parent's timeout still holds
         pass
-    from . import worker_child  # the one import of the sympy side, in the worker process only
+    # The one import of the sympy side, in the worker process only.
+    from . import worker_child
 
     worker_child.serve(conn, jobs_module)
 
