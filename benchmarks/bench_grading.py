@@ -39,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lm_latent import grading  # noqa: E402
-from lm_latent.grading import _last_boxed, is_equiv, normalize_answer  # noqa: E402
+from lm_latent.grading import grade, is_equiv, normalize_answer, shutdown_worker  # noqa: E402
+from lm_latent.grading.extract import _last_boxed  # noqa: E402
+from lm_latent.grading.worker import _WORKER, _worker_stats  # noqa: E402
 
 _FRAC = re.compile(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}")
 
@@ -94,13 +95,13 @@ ADVERSARIAL = [
 
 def adversarial(timeout: float) -> float:
     """Time ``grade`` on each adversarial answer; returns the worst seconds per answer."""
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     worst = 0.0
     print(f"\nadversarial answers ({len(ADVERSARIAL)}), budget {timeout:.1f}s per answer")
     for gen, ref, multiple in ADVERSARIAL:
         t0 = time.perf_counter()
         try:
-            res = grading.grade(gen, ref, timeout, multiple=multiple)
+            res = grade(gen, ref, timeout, multiple=multiple)
             what = f"correct={res.correct} timed_out={res.timed_out} error={getattr(res, 'error', 'n/a')}"
         except Exception as exc:  # noqa: BLE001 - the grader before issue 14 raised on some
             what = f"RAISED {type(exc).__name__}"
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker_only(pred: str, ref: str) -> bool:
         p, r = normalize_answer(pred), normalize_answer(ref)
-        return grading._WORKER.call("single", (p.text, r.text, p.pct, r.pct), args.timeout, (pred, ref))[0]
+        return _WORKER.call("single", (p.text, r.text, p.pct, r.pct), args.timeout, (pred, ref))[0]
 
     from importlib.metadata import version
 
@@ -175,23 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         d = _summary("math_verify direct", d_times, d_res, args.timeout)
         if first:
             # Cold: no worker yet; the first comparison that needs sympy starts it.
-            grading.shutdown_worker()
+            shutdown_worker()
             t0 = time.perf_counter()
             is_equiv("x^2-1", "(x-1)(x+1)", timeout=args.timeout)
             cold = time.perf_counter() - t0
             print(f"  {'grading cold (1st call)':<28} {cold:.2f}s (a sympy comparison, including the worker start)")
             first = False
         # A fresh worker (empty parse cache) for each method, so no pair is pre-parsed.
-        grading.shutdown_worker()
-        grading._WORKER.ensure_started()
+        shutdown_worker()
+        _WORKER.ensure_started()
         g_times, g_res = _timed(lambda p, r: is_equiv(p, r, timeout=args.timeout), pairs)
         g = _summary("grading, fresh worker", g_times, g_res, args.timeout)
         headline[name] = g["rate"]
         c_times, c_res = _timed(lambda p, r: is_equiv(p, r, timeout=args.timeout), pairs)
         c = _summary("  again, parse cache warm", c_times, c_res, args.timeout)
         print(f"  cache effect (not a fair figure): {c['rate'] / g['rate']:.2f}x")
-        grading.shutdown_worker()
-        grading._WORKER.ensure_started()
+        shutdown_worker()
+        _WORKER.ensure_started()
         w_times, w_res = _timed(worker_only, pairs)
         w = _summary("grading worker only", w_times, w_res, args.timeout)
         print(f"  ratio grading/direct throughput: {g['rate'] / d['rate']:.2f}x "
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  verdicts differing from direct math_verify: {len(disagree)}")
         for p, r, a, b in disagree[:8]:
             print(f"     direct={a} grading={b}  pred={p[:60]!r}  ref={r[:60]!r}")
-    stats = grading._worker_stats()
+    stats = _worker_stats()
     print(f"\nworker: {stats['starts']} start(s) (one per method, on purpose), "
           f"{stats['timeouts']} time-out(s), {stats['crashes']} crash(es)")
     print("\nHEADLINE (fresh worker, each string parsed once): "

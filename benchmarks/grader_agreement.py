@@ -63,7 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 BENCHMARKS = ("gsm8k", "math", "college_math", "deepmind_mathematics", "fresh_gaokao_math_2023",
-              "olympiadbench", "theoremqa")
+              "olympiadbench_math", "theoremqa")
 PEER_TIMEOUT_S = 5
 
 
@@ -141,6 +141,7 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
     from test_grading_real_data import (
         Item,
         _same_answer,
+        answer_parts,
         load_items,
         model_form,
         rewritten,
@@ -154,7 +155,7 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
         rng = random.Random(seed)
         picked = items if len(items) <= rows else rng.sample(items, rows)
         for k, it in enumerate(picked):
-            ref = list(it.answer) if it.multiple else str(it.answer)
+            ref = it.answer  # as the task passes it: one string, all parts when `multiple`
             x = model_form(it)
             base = {"bench": bench, "idx": it.idx, "ref": ref, "multiple": it.multiple}
 
@@ -168,7 +169,7 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
             rw = rewritten(it)
             add("rewrite", f"So we get $\\boxed{{{rw}}}$." if "$" not in rw else f"Therefore, the answer is {rw}.",
                 True)
-            parts = list(it.answer) if it.multiple else split_answers(x) if "\\text" not in x else [x]
+            parts = answer_parts(it) if it.multiple else split_answers(x) if "\\text" not in x else [x]
             other = picked[(k + 1 + rng.randrange(len(picked) - 1)) % len(picked)] if len(picked) > 1 else None
             if len(parts) >= 2 and it.multiple:
                 boxes = " and ".join(f"$\\boxed{{{model_form(Item(bench, it.idx, p))}}}$" for p in parts)

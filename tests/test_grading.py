@@ -6,17 +6,19 @@ for the whole file.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from lm_latent import grading
 from lm_latent.grading import (
     GradeResult,
+    api,
     extract_answer,
     grade,
     is_equiv,
@@ -24,6 +26,7 @@ from lm_latent.grading import (
     split_answers,
     strip_latent,
 )
+from lm_latent.grading.worker import _WORKER, _Budget, _Reply, _SympyWorker
 
 # (prediction, reference, expected)
 EQUIV_CASES: list[tuple[str, str, bool]] = [
@@ -633,7 +636,7 @@ def _check_normal_comparison_still_works():
 
 @pytest.mark.parametrize("prediction,reference", PATHOLOGICAL, ids=[p[:30] for p, _ in PATHOLOGICAL])
 def test_pathological_input_returns_within_limit(prediction, reference, caplog):
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     t0 = time.perf_counter()
     res = is_equiv(prediction, reference, timeout=LIMIT)
     elapsed = time.perf_counter() - t0
@@ -643,7 +646,7 @@ def test_pathological_input_returns_within_limit(prediction, reference, caplog):
 
 
 def test_pathological_grade(caplog):
-    grading._WORKER.ensure_started()  # the process's first start is not part of the budget
+    _WORKER.ensure_started()  # the process's first start is not part of the budget
     t0 = time.perf_counter()
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
         res = grade("so \\boxed{1000000!}", "1", timeout=LIMIT)
@@ -655,13 +658,13 @@ def test_pathological_grade(caplog):
 
 
 def test_grade_reports_timed_out(monkeypatch):
-    monkeypatch.setattr(grading._WORKER, "call", lambda kind, payload, budget, what: grading._Reply(False, True))
+    monkeypatch.setattr(_WORKER, "call", lambda kind, payload, budget, what: _Reply(False, True))
     assert grade("\\boxed{x^2}", "x^3") == GradeResult(False, "x^2", True)
     assert grade("\\boxed{2, 3}", ["(1,2)", "(3,4)"], multiple=True) == GradeResult(False, "2, 3", True)
 
 
 def test_garbage_input():
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     garbage = _garbage()
     t0 = time.perf_counter()
     assert extract_answer(garbage + "\n\nThe answer is 42.") == "42"  # garbage before does not matter
@@ -674,33 +677,60 @@ def test_garbage_input():
     _check_normal_comparison_still_works()
 
 
-def test_timeout_kills_worker_and_restarts(caplog):
-    grading._WORKER.ensure_started()
-    old_pid = grading._WORKER._proc.pid
+@pytest.fixture(scope="module")
+def hooked():
+    """A real worker of its own that also runs the jobs of tests/grading_test_jobs.py
+    ("sleep" never finishes in time, "crash" kills the process mid-comparison)."""
+    worker = _SympyWorker(jobs_module="grading_test_jobs")
+    yield worker
+    worker.shutdown()
+
+
+def _check_worker_still_works(worker: _SympyWorker) -> None:
+    """The worker (or its replacement) still compares with sympy."""
+    t0 = time.perf_counter()
+    assert worker.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 30.0, ("c", "d")) == (True, False, False)
+    assert worker.call("single", ("x^2-1", "(x-1)(x+2)", False, False), 30.0, ("c", "d")) == (False, False, False)
+    assert time.perf_counter() - t0 < 30
+
+
+def test_timeout_kills_worker_and_restarts(hooked, caplog):
+    hooked.ensure_started()
+    old_pid = hooked._proc.pid
     t0 = time.perf_counter()
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
-        reply = grading._WORKER.call("_sleep", 60, 1.0, ("sleepy-pred", "sleepy-ref"))
+        reply = hooked.call("sleep", 60, 1.0, ("sleepy-pred", "sleepy-ref"))
     assert reply == (False, True, False)
     assert time.perf_counter() - t0 < 1.0 + 3
     assert any("sleepy-pred" in r.getMessage() for r in caplog.records)
-    assert grading._WORKER._proc is None  # killed; its replacement is already starting
-    assert grading._WORKER._pending is not None
-    _check_normal_comparison_still_works()
-    assert grading._WORKER._proc.pid != old_pid
+    assert hooked._proc is None  # killed; its replacement is already starting
+    assert hooked._pending is not None
+    _check_worker_still_works(hooked)
+    assert hooked._proc.pid != old_pid
 
 
-def test_worker_crash_counts_as_unequal(caplog):
+def test_worker_crash_counts_as_unequal(hooked, caplog):
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
-        reply = grading._WORKER.call("_crash", None, 10.0, ("crash-pred", "crash-ref"))
+        reply = hooked.call("crash", None, 10.0, ("crash-pred", "crash-ref"))
     assert reply == (False, False, True)  # a crash is an error, not a time-out
     assert any("crashed" in r.getMessage() for r in caplog.records)
-    _check_normal_comparison_still_works()
+    _check_worker_still_works(hooked)
+
+
+def test_unknown_job_is_an_error_and_the_test_jobs_stay_in_tests(hooked):
+    """A kind the worker does not know is reported as an error (the worker lives on); the
+    module-wide worker knows only "single" and "multi", so the test jobs do not exist there."""
+    assert hooked.call("no-such-job", None, 10.0, ("a", "b")) == (False, False, True)
+    _check_worker_still_works(hooked)
+    pid = _WORKER._proc.pid if _WORKER._alive() else None
+    assert _WORKER.call("sleep", 60, 10.0, ("a", "b")) == (False, False, True)
+    assert _WORKER._proc is not None and (pid is None or _WORKER._proc.pid == pid)  # answered, not killed
 
 
 def test_worker_killed_between_calls_is_replaced():
-    grading._WORKER.ensure_started()
-    os.kill(grading._WORKER._proc.pid, 9)
-    grading._WORKER._proc.join(5)
+    _WORKER.ensure_started()
+    os.kill(_WORKER._proc.pid, 9)
+    _WORKER._proc.join(5)
     _check_normal_comparison_still_works()
 
 
@@ -725,7 +755,7 @@ def test_thread_safety():
 
 
 def test_warm_calls_are_fast():
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     is_equiv("x^2+3", "3+x^2", timeout=30.0)
     t0 = time.perf_counter()
     for i in range(20):
@@ -734,14 +764,56 @@ def test_warm_calls_are_fast():
 
 
 def test_no_heavy_imports_in_parent():
+    """Grading that needs sympy (so the worker starts and answers) leaves the parent without it."""
     code = (
         "import sys, lm_latent.grading as g; "
-        "g.extract_answer('\\\\boxed{1}'); g.is_equiv('1,000', '1000'); "
-        "bad = [m for m in ('torch', 'sympy', 'math_verify') if m in sys.modules]; "
+        "g.extract_answer('\\\\boxed{1}'); assert g.is_equiv('1,000', '1000'); "
+        "assert g.grade('so \\\\boxed{x^2-1}', '(x-1)(x+1)', timeout=60).correct; "
+        "assert g.is_equiv_multi('x+1, 3', ['3', '1+x'], timeout=60); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'sympy', 'math_verify', 'mpmath')"
+        " or m == 'lm_latent.grading.worker_child']; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+_PACKAGE = Path(__file__).resolve().parents[1] / "lm_latent" / "grading"
+_SYMPY_SIDE = ("sympy", "math_verify", "mpmath", "latex2sympy2_extended")
+
+
+def _imports(tree: ast.AST) -> list[tuple[str, ast.AST]]:
+    """(module imported, node) for every import in ``tree``; relative ones as ``.name``."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            out += [(base if node.module else base + a.name, node) for a in node.names]
+    return out
+
+
+def test_only_the_worker_side_imports_sympy():
+    """By structure: sympy/math_verify are imported only by worker_child.py, and worker_child
+    only inside worker._child_process (which runs in the spawned process)."""
+    modules = sorted(_PACKAGE.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "api.py", "worker.py", "worker_child.py"}
+    child_imports = []
+    for path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        entry = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_child_process"]
+        allowed = {id(n) for f in entry for n in ast.walk(f)}
+        for name, node in _imports(tree):
+            if path.name != "worker_child.py":
+                assert name.split(".")[0] not in _SYMPY_SIDE, f"{path.name} imports {name}"
+            if name.endswith("worker_child"):
+                child_imports.append(path.name)
+                assert path.name == "worker.py" and id(node) in allowed, f"{path.name} imports worker_child"
+    assert child_imports == ["worker.py"]
+    child = ast.parse((_PACKAGE / "worker_child.py").read_text(encoding="utf-8"))
+    top = {a.name.split(".")[0] for n in child.body if isinstance(n, ast.Import) for a in n.names}
+    assert {"sympy", "math_verify"} <= top  # at the top of the worker side, not hidden in functions
 
 
 def test_unguarded_main_script_can_grade(tmp_path):
@@ -910,7 +982,7 @@ NEVER_RAISE_CASES = [
 
 @pytest.mark.parametrize("generation,reference,multiple", NEVER_RAISE_CASES, ids=[_id(c) for c in NEVER_RAISE_CASES])
 def test_never_raises(generation, reference, multiple):
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     t0 = time.perf_counter()
     res = grade(generation, reference, timeout=LIMIT, multiple=multiple)
     assert res.correct is False
@@ -922,7 +994,7 @@ def test_unexpected_exception_is_an_error_not_a_crash(monkeypatch, caplog):
     def boom(*args, **kwargs):
         raise ZeroDivisionError("injected")
 
-    monkeypatch.setattr(grading, "_quick", boom)
+    monkeypatch.setattr(api, "_quick", boom)
     with caplog.at_level("WARNING", logger="lm_latent.grading"):
         res = grade("\\boxed{5}", "5")
     assert res == GradeResult(False, "5", False, True)
@@ -935,7 +1007,7 @@ def test_process_results_reports_grading_error(monkeypatch):
 
     out = scoring.process_results({"answer": "5"}, ["\\boxed{5}"])
     assert out["acc"] == 1.0 and out["grading_error"] == 0.0 and out["grading_timeout"] == 0.0
-    monkeypatch.setattr(grading, "_quick", lambda *a: 1 / 0)
+    monkeypatch.setattr(api, "_quick", lambda *a: 1 / 0)
     out = scoring.process_results({"answer": "5"}, ["\\boxed{5}"])
     assert out["acc"] == 0.0 and out["grading_error"] == 1.0
 
@@ -947,7 +1019,7 @@ SLOW = "9^{9^{9^{9}}}"
 def test_budget_bounds_the_whole_answer():
     """Two "answer is" readings x three alternative references x two readings each used to
     wait `timeout` per worker call (72 s measured); now the whole grade() shares it."""
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     gen = f"The answer is y = {SLOW} + x. So y = {SLOW} + x"
     budget = 2.0
     t0 = time.perf_counter()
@@ -958,45 +1030,45 @@ def test_budget_bounds_the_whole_answer():
     _check_normal_comparison_still_works()
 
 
-def test_budget_is_shared_across_worker_calls():
-    grading._WORKER.ensure_started()
-    budget = grading._Budget(1.0)
+def test_budget_is_shared_across_worker_calls(hooked):
+    hooked.ensure_started()
+    budget = _Budget(1.0)
     t0 = time.perf_counter()
-    first = grading._WORKER.call("_sleep", 60, budget, ("a", "b"))
-    second = grading._WORKER.call("_sleep", 60, budget, ("a", "b"))
+    first = hooked.call("sleep", 60, budget, ("a", "b"))
+    second = hooked.call("sleep", 60, budget, ("a", "b"))
     assert first.timed_out and second.timed_out
     assert time.perf_counter() - t0 < 1.0 + 1.5
-    _check_normal_comparison_still_works()
+    _check_worker_still_works(hooked)
 
 
-def test_restart_after_time_out_is_charged_to_the_budget():
+def test_restart_after_time_out_is_charged_to_the_budget(hooked):
     """Two time-outs in a row: the spare is used up, and an answer that needs the worker
     while its replacement is still starting waits at most its own budget."""
-    grading._WORKER.ensure_started()
+    hooked.ensure_started()
     # short time-outs, so the replacements cannot finish starting in between (on a quiet machine a
     # worker starts within 0.5 s, which let the third 0.5 s time-out wait one out)
-    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
-    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
-    assert grading._WORKER.call("_sleep", 60, 0.05, ("a", "b")).timed_out
+    assert hooked.call("sleep", 60, 0.05, ("a", "b")).timed_out
+    assert hooked.call("sleep", 60, 0.05, ("a", "b")).timed_out
+    assert hooked.call("sleep", 60, 0.05, ("a", "b")).timed_out
     t0 = time.perf_counter()
-    reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 0.01, ("c", "d"))
+    reply = hooked.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 0.01, ("c", "d"))
     assert time.perf_counter() - t0 < 0.01 + 1.0
     assert reply.timed_out  # no worker imports sympy in 10 ms: the restart was charged, not waited out
-    assert grading._WORKER._pending is not None  # ... and it goes on starting for the next answer
-    _check_normal_comparison_still_works()
+    assert hooked._pending is not None  # ... and it goes on starting for the next answer
+    _check_worker_still_works(hooked)
 
 
-def test_spare_worker_makes_a_restart_free():
+def test_spare_worker_makes_a_restart_free(hooked):
     """After a time-out a warm spare takes over: the next answer does not pay for sympy's import."""
-    grading._WORKER.ensure_started()
-    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
-    _check_normal_comparison_still_works()  # waits for the replacement
+    hooked.ensure_started()
+    assert hooked.call("sleep", 60, 0.5, ("a", "b")).timed_out
+    _check_worker_still_works(hooked)  # waits for the replacement
     deadline = time.monotonic() + 60
-    while grading._WORKER._spare is not None and not grading._WORKER._spare[1].poll(0) and time.monotonic() < deadline:
+    while hooked._spare is not None and not hooked._spare[1].poll(0) and time.monotonic() < deadline:
         time.sleep(0.1)  # the new spare finishes importing sympy
-    assert grading._WORKER.call("_sleep", 60, 0.5, ("a", "b")).timed_out
+    assert hooked.call("sleep", 60, 0.5, ("a", "b")).timed_out
     t0 = time.perf_counter()
-    reply = grading._WORKER.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 5.0, ("c", "d"))
+    reply = hooked.call("single", ("x^2-1", "(x-1)(x+1)", False, False), 5.0, ("c", "d"))
     assert reply == (True, False, False)
     assert time.perf_counter() - t0 < 1.5  # no sympy import on the way (that takes seconds)
 
@@ -1020,7 +1092,7 @@ PARENT_INPUTS = [
 
 @pytest.mark.parametrize("generation", PARENT_INPUTS, ids=[repr(g[:20]) + f"..{len(g)}" for g in PARENT_INPUTS])
 def test_parent_work_is_bounded(generation):
-    grading._WORKER.ensure_started()
+    _WORKER.ensure_started()
     t0 = time.perf_counter()
     grade(generation, "5", timeout=LIMIT)
     assert time.perf_counter() - t0 < LIMIT + 1.0

@@ -4,12 +4,12 @@ Skipped when the folder is absent (a fresh clone has no ``../shared``). The defa
 tests subsample the large sets to ``SAMPLE`` rows each (fixed seed); the full sets run
 in ``test_full_sets`` (marked slow, only with ``LM_LATENT_GRADING_FULL=1``) or with
 ``python tests/test_grading_real_data.py --full [bench ...]``. Rates and failures are
-printed; run ``pytest -s`` to see them.
+printed; run ``pytest -s`` to see them. References come from the tasks' own loader
+(``tasks/benchmarks.py``) and are graded the way ``tasks/scoring.py`` grades them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from lm_latent.grading import _last_boxed, grade, is_equiv, is_equiv_multi
+from lm_latent.grading import grade, is_equiv, is_equiv_multi, split_answers
+from lm_latent.grading.extract import _last_boxed
+from lm_latent.records import read_records
+from lm_latent.tasks.benchmarks import BENCHMARKS as TASK_BENCHMARKS
+from lm_latent.tasks.benchmarks import load_docs
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = 500
@@ -28,13 +32,14 @@ SEED = 1234
 TIMEOUT = 5.0
 FULL = os.environ.get("LM_LATENT_GRADING_FULL", "") not in ("", "0")
 
+#: The seven benchmarks, named as the tasks' loader (tasks/benchmarks.py) names them.
 BENCHMARKS = (
     "gsm8k",
     "math",
     "college_math",
     "deepmind_mathematics",
     "fresh_gaokao_math_2023",
-    "olympiadbench",
+    "olympiadbench_math",
     "theoremqa",
 )
 
@@ -45,7 +50,7 @@ SELF_MIN = {
     "college_math": 0.98,
     "deepmind_mathematics": 1.0,
     "fresh_gaokao_math_2023": 1.0,
-    "olympiadbench": 0.995,
+    "olympiadbench_math": 0.995,
     "theoremqa": 1.0,
 }
 SHUFFLED_UNEQUAL_MIN = 0.99
@@ -58,69 +63,31 @@ PERTURBED_UNEQUAL_MIN = {b: 0.99 for b in BENCHMARKS} | {"college_math": 0.94}
 class Item:
     bench: str
     idx: int
-    answer: str | tuple[str, ...]  # reference as the task passes it
-    multiple: bool = False
+    answer: str  # the reference exactly as the task passes it to grade()
+    multiple: bool = False  # the task's is_multiple_answer: all parts of `answer` must be given
     solution: str | None = None  # a worked solution whose final answer should match
 
 
-def _load(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _theoremqa_answer(value) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-def _as_list(value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        import ast
-
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return (value,)
-    return tuple(str(v) for v in value)
+def _boxed_solution(row: dict) -> str | None:
+    """OlympiadBench's first worked solution with a ``\\boxed`` answer (the task's docs keep none)."""
+    sols = row.get("solution") or []
+    return next((x for x in ([sols] if isinstance(sols, str) else sols) if "\\boxed" in x), None)
 
 
 def load_items(bench: str, data: Path = DATA) -> list[Item]:
-    """Reference answers of one benchmark, as the task code would pass them."""
-    items: list[Item] = []
-    if bench == "gsm8k":
-        for i, r in enumerate(_load(data / "gsm8k" / "test.jsonl")):
-            items.append(Item(bench, i, r["answer"].rsplit("####", 1)[1].strip(), solution=r["answer"]))
-    elif bench == "math":
-        for i, r in enumerate(_load(data / "math" / "test.jsonl")):
-            items.append(Item(bench, i, _last_boxed(r["solution"]) or ""))
-    elif bench == "math500":
-        for i, r in enumerate(_load(data / "math500" / "test.jsonl")):
-            items.append(Item(bench, i, r["answer"], solution=r["solution"]))
-    elif bench in ("college_math", "fresh_gaokao_math_2023"):
-        for i, r in enumerate(_load(data / bench / "test.jsonl")):
-            items.append(Item(bench, i, r["answer"]))
-    elif bench == "deepmind_mathematics":
-        for i, r in enumerate(_load(data / bench / "test.json")):
-            items.append(Item(bench, i, r["answer"]))
-    elif bench == "olympiadbench":
-        for i, r in enumerate(_load(data / bench / "test.json")):
-            answers = _as_list(r["final_answer"])
-            multiple = str(r["is_multiple_answer"]) == "True"
-            sols = _as_list(r.get("solution") or [])
-            sol = next((s for s in sols if "\\boxed" in s), None)
-            items.append(Item(bench, i, answers if multiple else answers[0], multiple, sol))
-    elif bench == "theoremqa":
-        for i, r in enumerate(_load(data / bench / "test.json")):
-            items.append(Item(bench, i, _theoremqa_answer(r["Answer"])))
-    else:
-        raise KeyError(bench)
-    return items
+    """Reference answers of one benchmark through the tasks' own loader (``load_docs``): the
+    answer string and multiple-answer flag that ``process_results`` passes to ``grade``."""
+    docs = load_docs(bench, data)
+    solutions = [d.get("solution") for d in docs]
+    if bench == "olympiadbench_math":
+        solutions = [_boxed_solution(r) for r in read_records(data / TASK_BENCHMARKS[bench].local_file)]
+    return [Item(bench, d["idx"], d["answer"], bool(d.get("is_multiple_answer")), sol)
+            for d, sol in zip(docs, solutions, strict=True)]
+
+
+def answer_parts(item: Item) -> list[str]:
+    """The parts of a multiple answer (the task joins them into one string), else the answer."""
+    return split_answers(item.answer) if item.multiple else [item.answer]
 
 
 def _sample(items: list[Item], full: bool) -> list[Item]:
@@ -133,17 +100,13 @@ _DELIMS = re.compile(r"^\s*(?:\$\$|\$|\\\(|\\\[)\s*(.*?)\s*(?:\$\$|\$|\\\)|\\\])
 
 
 def model_form(item: Item) -> str:
-    """The answer as a model would put it in ``\\boxed{}``: no outer ``$``; lists joined."""
-    if isinstance(item.answer, tuple):
-        return ", ".join(model_form(Item(item.bench, item.idx, a)) for a in item.answer)
+    """The answer as a model would put it in ``\\boxed{}``: no outer ``$``."""
     m = _DELIMS.match(item.answer)
     return m.group(1) if m and "$" not in m.group(1) else item.answer
 
 
 def rewritten(item: Item) -> str:
     """The same answer written differently: ``\\dfrac``, tighter spacing, separators."""
-    if isinstance(item.answer, tuple):
-        return " and ".join(rewritten(Item(item.bench, item.idx, a)) for a in item.answer)
     s = model_form(item)
     s = s.replace("\\frac", "\\dfrac")
     s = re.sub(r"\s*([+=,])\s*", r"\1", s)
@@ -157,11 +120,6 @@ _SIMPLE_FRAC = re.compile(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}")
 
 def slashed(item: Item) -> str | None:
     """``\\frac{a}{b}`` written as ``(a)/(b)``: a form that must go through sympy."""
-    if isinstance(item.answer, tuple):
-        parts = [slashed(Item(item.bench, item.idx, a)) for a in item.answer]
-        if all(p is None for p in parts):
-            return None
-        return ", ".join(p if p is not None else model_form(Item(item.bench, item.idx, a)) for p, a in zip(parts, item.answer))
     s = model_form(item)
     if "\\frac" not in s:
         return None
@@ -180,7 +138,8 @@ def perturbed(item: Item) -> str | None:
 
 
 def _grade(generation: str, item: Item):
-    return grade(generation, item.answer if not item.multiple else list(item.answer), TIMEOUT, multiple=item.multiple)
+    """Grade as the task does (``tasks/scoring.py``): the doc's answer and multiple-answer flag."""
+    return grade(generation, item.answer, TIMEOUT, multiple=item.multiple)
 
 
 def self_agreement(items: list[Item]) -> tuple[int, list[tuple[str, Item, str | None]]]:
@@ -242,9 +201,9 @@ def shuffled_unequal(items: list[Item]) -> tuple[int, int, list[tuple[Item, Item
         checked += 1
         pred = model_form(pred_item)
         if ref_item.multiple:
-            ok = is_equiv_multi(pred, list(ref_item.answer), TIMEOUT)
+            ok = is_equiv_multi(pred, ref_item.answer, TIMEOUT)
         else:
-            ok = is_equiv(pred, str(ref_item.answer), TIMEOUT)
+            ok = is_equiv(pred, ref_item.answer, TIMEOUT)
         if ok:
             wrong.append((pred_item, ref_item))
     return checked, excluded, wrong
@@ -281,9 +240,10 @@ def unboxed(item: Item) -> str | None:
 def two_boxes(item: Item, other: Item) -> str | None:
     """Two boxes: each part of a multiple answer boxed in the final sentence; for one answer,
     another problem's answer boxed in an earlier sentence and this one boxed last."""
-    if item.multiple and len(item.answer) >= 2:
+    parts = answer_parts(item)
+    if item.multiple and len(parts) >= 2:
         return "The solutions are " + " and ".join(
-            f"$\\boxed{{{model_form(Item(item.bench, item.idx, a))}}}$" for a in item.answer) + "."
+            f"$\\boxed{{{model_form(Item(item.bench, item.idx, a))}}}$" for a in parts) + "."
     if _same_answer(item, other):
         return None
     return (f"A first guess would be $\\boxed{{{model_form(other)}}}$, but it fails.\n\n"
