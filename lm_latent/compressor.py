@@ -15,7 +15,7 @@ Imported lazily (torch is loaded here, never at ``lm_latent`` import time).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +23,48 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-__all__ = ["LatentCompressorConfig", "LatentCompressor", "LatentCompressorOutput", "code_stats"]
+from lm_latent.dataclass_cli import option
+
+__all__ = ["CompressorArchitecture", "LatentCompressorConfig", "LatentCompressor", "LatentCompressorOutput", "code_stats"]
+
+
+@dataclass
+class CompressorArchitecture:
+    """The compressor's size and quantizer knobs, declared once.
+
+    :class:`LatentCompressorConfig` takes these defaults, ``lm-latent train`` nests them in its
+    compressor recipe (:class:`~lm_latent.training.train_compressor.CompressorTrainConfig`) and
+    generates its ``--compressor-*`` flags from them; the last three are recipe constants (no flag).
+    """
+
+    hidden_size: int = option(256, flag="--compressor-hidden", help="hidden size", group="compressor")
+    num_layers: int = option(2, flag="--compressor-layers", help="transformer layers", group="compressor")
+    num_heads: int = option(4, flag="--compressor-heads", help="attention heads", group="compressor")
+    codebook_dim: int | None = option(64, flag="--compressor-codebook-dim", help="codebook vector size",
+                                      group="compressor")
+    max_prompt_len: int = option(256, flag="--compressor-max-prompt-len", help="prompt tokens the decoder sees",
+                                 group="compressor")
+    commitment_weight: float = 0.25
+    codebook_decay: float = 0.99
+    threshold_ema_dead_code: float = 2.0
+
+
+_ARCHITECTURE = tuple(f.name for f in fields(CompressorArchitecture))
 
 
 class LatentCompressorConfig(PretrainedConfig):
-    """Sizes of the compressor. ``vocab_size`` is the *base* tokenizer's size (text ids only)."""
+    """Sizes of the compressor. ``vocab_size`` is the *base* tokenizer's size (text ids only).
+
+    The :class:`CompressorArchitecture` fields (``hidden_size``, ``num_layers``, ...) are keyword
+    arguments too, with that class's defaults; ``config.json`` holds every field flat, as before.
+    """
 
     model_type = "lm_latent_compressor"
 
     def __init__(self, vocab_size: int = 32000, rate: int = 16, chunk_len: int | None = None,
-                 codebook_size: int = 1024, hidden_size: int = 256, num_layers: int = 2, num_heads: int = 4,
-                 pad_token_id: int | None = None, max_prompt_len: int = 256, codebook_dim: int | None = 64,
-                 commitment_weight: float = 0.25, codebook_decay: float = 0.99, kmeans_init: bool = True,
-                 threshold_ema_dead_code: float = 2.0, dropout: float = 0.0, initializer_range: float = 0.02,
-                 **kwargs) -> None:
+                 codebook_size: int = 1024, pad_token_id: int | None = None, kmeans_init: bool = True,
+                 dropout: float = 0.0, initializer_range: float = 0.02, **kwargs) -> None:
+        arch = CompressorArchitecture(**{name: kwargs.pop(name) for name in _ARCHITECTURE if name in kwargs})
         chunk_len = rate if chunk_len is None else chunk_len
         if rate <= 0:
             raise ValueError(f"rate must be > 0 for a compressor, got {rate}")
@@ -44,27 +72,25 @@ class LatentCompressorConfig(PretrainedConfig):
             raise ValueError(f"chunk_len ({chunk_len}) must be a positive multiple of rate ({rate})")
         if codebook_size <= 1:
             raise ValueError(f"codebook_size must be > 1, got {codebook_size}")
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        if arch.hidden_size % arch.num_heads:
+            raise ValueError(f"hidden_size ({arch.hidden_size}) must be divisible by num_heads ({arch.num_heads})")
         if pad_token_id is not None and not 0 <= pad_token_id < vocab_size:
             raise ValueError(f"pad_token_id ({pad_token_id}) must be a text id < vocab_size ({vocab_size}) or None")
         self.vocab_size = vocab_size
         self.rate = rate
         self.chunk_len = chunk_len
         self.codebook_size = codebook_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
         self.pad_token_id = pad_token_id
-        self.max_prompt_len = max_prompt_len
-        self.codebook_dim = codebook_dim
-        self.commitment_weight = commitment_weight
-        self.codebook_decay = codebook_decay
+        for name, value in asdict(arch).items():
+            setattr(self, name, value)
         self.kmeans_init = kmeans_init
-        self.threshold_ema_dead_code = threshold_ema_dead_code
         self.dropout = dropout
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
+
+    @property
+    def architecture(self) -> CompressorArchitecture:
+        return CompressorArchitecture(**{name: getattr(self, name) for name in _ARCHITECTURE})
 
     @property
     def latents_per_chunk(self) -> int:
@@ -159,8 +185,9 @@ class LatentCompressor(PreTrainedModel):
         return self.to_latent(x.transpose(1, 2)).transpose(1, 2)
 
     def _quantize(self, vectors: torch.Tensor, update: bool):
+        # In the codebook's own dtype (fp32, see _keep_in_fp32_modules), read through the public property.
         with torch.autocast(device_type=vectors.device.type, enabled=False):
-            return self.quantizer(vectors.to(self.quantizer._codebook.embed.dtype), freeze_codebook=not update)
+            return self.quantizer(vectors.to(self.quantizer.codebook.dtype), freeze_codebook=not update)
 
     def _decode_logits(self, quantized: torch.Tensor, prompt_ids: torch.Tensor,
                        prompt_mask: torch.Tensor | None) -> torch.Tensor:

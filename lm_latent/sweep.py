@@ -27,6 +27,7 @@ from pathlib import Path
 from .adapter import AdapterError, parse_rate, resolve_adapter
 from .fileio import write_json_atomic
 from .report import collect, latest_results_json, render, table_rows
+from .run_record import differing_keys
 
 DONE = "DONE.json"
 DEFAULT_MODEL = "latent"
@@ -84,9 +85,7 @@ def settings_diff(old: dict | None, new: dict) -> list[str]:
     if not old:
         return ["no settings recorded (finished by an older lm-latent)"]
     lines = []
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) == new.get(key):
-            continue
+    for key in differing_keys(old, new):
         if key == "adapter":
             was, now = old.get(key) or {}, new.get(key) or {}
             if was.get("path") != now.get("path"):

@@ -9,8 +9,10 @@ import os
 import random
 from pathlib import Path
 
-_NAMES = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana"]
-_THINGS = ["apples", "pencils", "marbles", "cookies", "stickers", "books", "coins", "eggs"]
+# The people and objects of every GSM8K-style stand-in text (this corpus, training.data.synthetic_gsm8k);
+# their order is part of the seeded output.
+NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana")
+THINGS = ("apples", "pencils", "marbles", "cookies", "stickers", "books", "coins", "eggs")
 
 
 def math_corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -19,7 +21,7 @@ def math_corpus(n: int = 400, seed: int = 0) -> list[str]:
     lines = []
     for _ in range(n):
         a, b = rng.randint(2, 999), rng.randint(2, 99)
-        who, what = rng.choice(_NAMES), rng.choice(_THINGS)
+        who, what = rng.choice(NAMES), rng.choice(THINGS)
         lines.append(f"{who} has {a} {what} and buys {b} more. How many {what} does {who} have now?")
         lines.append(f"{who} had {a} {what}. {a} + {b} = {a + b}. The answer is: {a + b}")
         lines.append(f"So the total is $\\frac{{{a}}}{{{b}}}$ and \\boxed{{{a * b}}}. #### {a - b}")

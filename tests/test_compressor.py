@@ -9,7 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lm_latent.compressor import LatentCompressor, LatentCompressorConfig, code_stats  # noqa: E402
+from lm_latent.compressor import (  # noqa: E402
+    CompressorArchitecture,
+    LatentCompressor,
+    LatentCompressorConfig,
+    code_stats,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,7 +102,7 @@ def test_save_load_roundtrip(tmp_path: Path):
     assert torch.allclose(model(chunks, prompt).loss, loaded.eval()(chunks, prompt).loss)
     half = LatentCompressor.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
     assert half.embed.weight.dtype == torch.bfloat16
-    assert half.quantizer._codebook.embed.dtype == torch.float32  # EMA codebook stays fp32
+    assert half.quantizer.codebook.dtype == torch.float32  # EMA codebook stays fp32
     assert half.encode(chunks).shape == (8, 2)
 
 
@@ -121,8 +126,8 @@ def test_compressor_really_learns(tiny_tokenizer_dir: Path, tmp_path: Path):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     samples = tokenize_examples(examples_from_rows(synthetic_gsm8k(300, seed=0)), tok, progress=False)
-    cfg = CompressorTrainConfig(hidden_size=64, num_layers=2, num_heads=4, codebook_dim=32, max_prompt_len=32,
-                                learning_rate=2e-3, batch_size=32, eval_fraction=0.1, warmup=0.05,
+    arch = CompressorArchitecture(hidden_size=64, num_layers=2, num_heads=4, codebook_dim=32, max_prompt_len=32)
+    cfg = CompressorTrainConfig(model=arch, learning_rate=2e-3, batch_size=32, eval_fraction=0.1, warmup=0.05,
                                 logging_steps=100, save_steps=10_000, seed=0)
     model, metrics = train_compressor(samples, vocab_size=len(tok), rate=4, chunk_len=4, codebook_size=64,
                                       config=cfg, work_dir=tmp_path, max_steps=600, progress=False)

@@ -1,5 +1,9 @@
 """Which Trainer checkpoint a stage may resume: complete, and made by a run with the same settings.
 
+Also the stop/resume vocabulary every training loop of the project shares: :class:`StopAtStep`
+(stop with a checkpoint, as if killed) and :class:`TrainingInterrupted` (what the caller then
+raises; rerun to resume). The settings comparison itself is :mod:`lm_latent.run_record`.
+
 Every checkpoint gets the run's settings record (``run.json``) written into it *after* the
 Trainer has finished writing it, so the record is also the checkpoint's completion mark. On
 resume, a checkpoint without a record (a kill mid-write, or a run that raced this one) or
@@ -20,6 +24,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lm_latent.fileio import write_json_atomic
+from lm_latent.run_record import differing_keys, read_settings
 from lm_latent.training import testhooks
 
 logger = logging.getLogger(__name__)
@@ -30,12 +35,42 @@ TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+class TrainingInterrupted(RuntimeError):
+    """A stage stopped early on purpose (``stop_at_step``); its checkpoint is on disk: rerun to resume.
+
+    The one interrupt of the project's training loops (``lm-latent train``'s stages, the demo's
+    base pretraining); ``lm-latent train`` exits with code 3 on it.
+    """
+
+
+class StopAtStep(TrainerCallback):
+    """Stop a stage when it reaches optimizer step ``step``, saving a checkpoint there.
+
+    Simulates a kill at a known point (tests, time-limited jobs). A stage that resumes past
+    ``step`` never meets it again and runs to the end. After ``train()``, :func:`raise_if_stopped`.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.triggered = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            self.triggered = True
+        return control
+
+
+def raise_if_stopped(callbacks, message: str) -> None:
+    """Raise :class:`TrainingInterrupted` (``message``) when a :class:`StopAtStep` among ``callbacks`` fired."""
+    if any(getattr(cb, "triggered", False) for cb in callbacks):
+        raise TrainingInterrupted(message)
+
+
 def read_record(folder: Path) -> dict | None:
-    try:
-        rec = json.loads((Path(folder) / RECORD_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    """The settings record of a checkpoint (or finished stage) folder; None when absent or damaged."""
+    return read_settings(Path(folder) / RECORD_NAME)
 
 
 class RecordCallback(TrainerCallback):
@@ -74,8 +109,7 @@ def _problem(folder: Path, record: dict | None) -> str | None:
     if rec is None:
         return "no settings record: the run that wrote it was killed while saving, or raced another run"
     if rec != record:
-        diff = sorted(k for k in set(rec) | set(record) if rec.get(k) != record.get(k))
-        return f"written by a run with other settings (differs in {diff})"
+        return f"written by a run with other settings (differs in {differing_keys(rec, record)})"
     if not (folder / TRAINER_STATE).is_file():
         return f"incomplete: no {TRAINER_STATE}"
     return None

@@ -191,16 +191,14 @@ def shuffled_order(n: int, epochs: int, seed: int) -> list[int]:
     return order
 
 
-_NAMES = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana"]
-_THINGS = ["apples", "pencils", "marbles", "cookies", "stickers", "books", "coins", "eggs"]
-
-
 def synthetic_gsm8k(n: int, seed: int = 0) -> list[dict]:
     """GSM8K-format rows (with calculator annotations) for tests, benchmarks and smoke runs."""
+    from lm_latent.testing import NAMES, THINGS
+
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        who, what = rng.choice(_NAMES), rng.choice(_THINGS)
+        who, what = rng.choice(NAMES), rng.choice(THINGS)
         a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 9)
         q = (f"{who} has {a} {what} and buys {b} more. Then {who} gives away {c} {what}. "
              f"How many {what} does {who} have now?")

