@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_latent.training import synthetic
+from lm_latent.demo import synthetic
 from lm_latent.training.data import read_rows
 
 _EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
@@ -152,7 +152,7 @@ def test_tokenizer_splits_digits_and_roundtrips(tmp_path):
     from transformers import AutoTokenizer
 
     from lm_latent.training.data import examples_from_rows
-    from lm_latent.training.pretrain_base import BOS, EOS, train_tokenizer
+    from lm_latent.demo.base import BOS, EOS, train_tokenizer
 
     rows = [synthetic.gsm8k_row(r) for r in synthetic.generate(200, seed=1)]
     texts = [ex.text for ex in examples_from_rows(rows)]
@@ -169,7 +169,7 @@ def test_tokenizer_splits_digits_and_roundtrips(tmp_path):
 
 
 def _tiny_cfg(**kw):
-    from lm_latent.training.pretrain_base import PretrainConfig
+    from lm_latent.demo.base import PretrainConfig
 
     base = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=64,
                 vocab_size=400, max_steps=4, batch_size=8, save_steps=2, logging_steps=1, threads=1)
@@ -181,16 +181,15 @@ def test_pretrain_base_tiny_saves_a_plain_checkpoint_and_resumes(demo_data, tmp_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lm_latent.demo.base import DONE_NAME, is_finished, pretrain
     from lm_latent.prompts import format_prompt
-    from lm_latent.training.pretrain_base import DONE_NAME, PretrainInterrupted, is_finished, pretrain
+    from lm_latent.training.finetune import TrainingInterrupted
 
     train = demo_data / "gsm8k" / "train.jsonl"
     out = tmp_path / "base"
-    with pytest.raises(PretrainInterrupted):
+    with pytest.raises(TrainingInterrupted):
         pretrain(train, out, _tiny_cfg(), progress=False, stop_at_step=2)
     assert not is_finished(out) and list((out / ".work" / "checkpoints").glob("checkpoint-2"))
-    with pytest.raises(ValueError, match="other settings"):  # never mixes two runs
-        pretrain(train, out, _tiny_cfg(max_steps=5), progress=False)
     record = pretrain(train, out, _tiny_cfg(), progress=False)
     assert record["resumed_from"].endswith("checkpoint-2") and record["steps"] == 4
     assert math.isfinite(record["final_loss"]) and record["seconds_per_step"] > 0
@@ -209,10 +208,28 @@ def test_pretrain_base_tiny_saves_a_plain_checkpoint_and_resumes(demo_data, tmp_
     assert gen.shape[1] <= ids["input_ids"].shape[1] + 5
 
 
+def test_pretrain_base_never_resumes_a_checkpoint_of_other_settings(demo_data, tmp_path):
+    from lm_latent.demo.base import pretrain
+    from lm_latent.training.finetune import TrainingInterrupted
+
+    train = demo_data / "gsm8k" / "train.jsonl"
+    out = tmp_path / "base"
+    with pytest.raises(TrainingInterrupted):
+        pretrain(train, out, _tiny_cfg(), progress=False, stop_at_step=2)
+    with pytest.raises(TrainingInterrupted):  # other settings: the old checkpoint is set aside, a fresh run starts
+        pretrain(train, out, _tiny_cfg(max_steps=5), progress=False, stop_at_step=1)
+    work = out / ".work"
+    assert [p.name.split(".")[0] for p in (work / "set_aside").iterdir()] == ["checkpoint-2"]
+    assert [p.name for p in (work / "checkpoints").iterdir()] == ["checkpoint-1"]
+    record = pretrain(train, out, _tiny_cfg(max_steps=5), progress=False)
+    assert record["resumed_from"].endswith("checkpoint-1") and record["steps"] == 5
+
+
 def test_pretrained_base_goes_through_init_adapter_and_greedy_eval(demo_data, tmp_path):
     from lm_latent.init_adapter import init_adapter
     from lm_latent.latent_config import LatentConfig
-    from lm_latent.training.pretrain_base import greedy_eval, pretrain
+    from lm_latent.demo.base import pretrain
+    from lm_latent.testing import greedy_eval
 
     out = tmp_path / "base"
     pretrain(demo_data / "gsm8k" / "train.jsonl", out, _tiny_cfg(max_steps=2), progress=False)
@@ -227,25 +244,37 @@ def test_pretrained_base_goes_through_init_adapter_and_greedy_eval(demo_data, tm
 
 # --- demo driver ----------------------------------------------------------------------------------------
 
-def test_demo_plans_and_command_lines(tmp_path):
-    from lm_latent import demo
-    from lm_latent.training.train import build_parser
+def test_demo_plans_reach_train_and_the_sweep(tmp_path):
+    from lm_latent.demo import FULL, QUICK, stages
+    from lm_latent.training.mixed_traces import parse_schedule
+    from lm_latent.training.train import TrainConfig
 
-    assert demo.QUICK.rates[0] == 0 and demo.FULL.rates[0] == 0 and len(demo.FULL.rates) >= 3
-    paths = demo._paths(tmp_path)
-    for plan in (demo.QUICK, demo.FULL):
+    assert QUICK.rates[0] == 0 and FULL.rates[0] == 0 and len(FULL.rates) >= 3
+    paths = stages.demo_paths(tmp_path)
+    defaults = TrainConfig(rate=0)
+    for plan in (QUICK, FULL):
         for rate in plan.rates:
-            args = build_parser().parse_args(demo.train_argv(plan, paths, rate))  # train accepts every flag
-            assert args.base == str(paths["base"]) and args.max_steps == plan.finetune_steps
-            if rate:  # the plan's compressor recipe reaches train (its steps are capped by --max-steps)
-                assert (args.compressor_steps, args.compressor_batch_size, args.compressor_lr) == (
+            cfg = stages.train_config(plan, paths, rate)  # the same recipe for every rate
+            assert (cfg.rate, cfg.base, cfg.data, cfg.out) == (rate, str(paths["base"]), str(paths["train"]),
+                                                                str(paths["adapters"]))
+            assert cfg.max_steps == plan.finetune_steps and cfg.target == paths["adapters"] / f"rate{rate}"
+            assert (cfg.finetune.learning_rate, cfg.finetune.batch_size, cfg.finetune.lora_r) == (
+                plan.finetune_lr, plan.finetune_batch, plan.lora_r)
+            assert cfg.finetune.seed == cfg.compressor.seed == plan.seed
+            if rate:  # the plan's compressor recipe reaches train (its steps are capped by max_steps)
+                assert (cfg.compressor.max_steps, cfg.compressor.batch_size, cfg.compressor.learning_rate) == (
                     plan.compressor_steps, plan.compressor_batch, plan.compressor_lr)
-                assert plan.compressor_steps <= plan.finetune_steps and args.schedule == plan.schedule
-        argv = demo.sweep_argv(plan, paths)
+                assert cfg.codebook_size == plan.codebook_size
+                assert cfg.finetune.schedule == parse_schedule(plan.schedule)
+                assert plan.compressor_steps <= plan.finetune_steps
+            else:  # rate 0 has no latents: train's defaults, as `lm-latent train --rate 0` records them
+                assert cfg.codebook_size == defaults.codebook_size
+                assert cfg.finetune.schedule == defaults.finetune.schedule
+        argv = stages.sweep_argv(plan, paths)
         assert argv[argv.index("--rates") + 1] == ",".join(map(str, plan.rates))
         assert f"data_dir={paths['data']}" in argv
         # by hand = what the sweep hands lm_eval for one rate (same budget, batch size, data)
-        hand = demo.by_hand_argv(plan, paths, 16, tmp_path / "by_hand")
+        hand = stages.by_hand_argv(plan, paths, 16, tmp_path / "by_hand")
         sweep_args = argv[argv.index("--model_args") + 1]
         assert hand[hand.index("--model_args") + 1] == f"rate=16,{sweep_args}"
         assert f"max_gen_toks={plan.max_gen_toks}" in sweep_args
@@ -270,22 +299,22 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     assert "--finetune-steps must be >= 1" in capsys.readouterr().err
 
 
-def test_demo_first_stages_and_resume(tmp_path, monkeypatch):
+def test_demo_first_stages_and_resume(tmp_path):
     from dataclasses import replace
 
     from lm_latent import demo
 
     plan = replace(demo.QUICK, n_train=64, n_test=4, base_steps=2, base_batch=8)
-    monkeypatch.setattr(demo, "base_config", lambda p: _tiny_cfg(max_steps=p.base_steps, batch_size=p.base_batch))
-    demo.run_demo(tmp_path, plan, progress=False, stop_after="base")
+    tiny = _tiny_cfg(max_steps=plan.base_steps, batch_size=plan.base_batch)
+    demo.run_demo(tmp_path, plan, progress=False, stop_after="base", base_config=tiny)
     state = json.loads((tmp_path / demo.STATE_FILE).read_text())
     assert set(state["stages"]) == {"data", "base"}
     assert (tmp_path / "base" / "pretrain.json").is_file() and (tmp_path / "data" / "gsm8k" / "test.jsonl").is_file()
     assert json.loads((tmp_path / "base" / "pretrain.json").read_text())["data"] == str(tmp_path / "data" / "pretrain.jsonl")
-    demo.run_demo(tmp_path, plan, progress=False, stop_after="base")  # rerun: both stages skipped
+    demo.run_demo(tmp_path, plan, progress=False, stop_after="base", base_config=tiny)  # rerun: both skipped
     assert json.loads((tmp_path / demo.STATE_FILE).read_text())["stages"] == state["stages"]
     with pytest.raises(ValueError, match="another plan"):
-        demo.run_demo(tmp_path, replace(plan, n_test=5), progress=False, stop_after="base")
+        demo.run_demo(tmp_path, replace(plan, n_test=5), progress=False, stop_after="base", base_config=tiny)
 
 
 @pytest.mark.slow

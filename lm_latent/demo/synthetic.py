@@ -19,7 +19,7 @@ A folder written by :func:`write_dataset` is laid out like ``shared/data``::
 so ``lm_eval --model latent ... --tasks gsm8k --metadata data_dir=DIR`` grades the held-out set
 with the real task and grader, and ``lm-latent train --data DIR/gsm8k/train.jsonl`` trains on it.
 
-    python -m lm_latent.training.synthetic --out DIR [--train 30000] [--test 500] [--seed 0]
+    python -m lm_latent.demo.synthetic --out DIR [--train 30000] [--test 500] [--seed 0]
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int 
     _write_jsonl(paths["pretrain"], pretrain_rows(train, terse_fraction, seed))
     steps = {k: sum(r["steps"] == k for r in train) for k in (2, 3, 4)}
     words = sum(len(r["answer"].split()) for r in train) / max(1, len(train))
-    meta = {"format_version": FORMAT_VERSION, "generator": "lm_latent.training.synthetic", "seed": seed,
+    meta = {"format_version": FORMAT_VERSION, "generator": "lm_latent.demo.synthetic", "seed": seed,
             "n_train": n_train, "n_test": n_test, "terse_fraction": terse_fraction, "train_steps": steps,
             "mean_trace_words": round(words, 1)}
     write_json_atomic(paths["meta"], meta)
@@ -371,7 +371,7 @@ def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lm_latent.training.synthetic",
+    p = argparse.ArgumentParser(prog="python -m lm_latent.demo.synthetic",
                                 description="Write seeded GSM8K-like train/test problems (the demo's data).")
     p.add_argument("--out", required=True, help="folder to write (DIR/gsm8k/train.jsonl, DIR/gsm8k/test.jsonl)")
     p.add_argument("--train", type=int, default=30000, help="training problems (default 30000)")

@@ -1,20 +1,22 @@
-"""A tiny Llama trained from scratch on chain-of-thought traces: the demo's stand-in for Llama-3.2-3B.
+"""The demo's base model: a tiny Llama trained from scratch on chain-of-thought traces (its Llama-3.2-3B).
 
 The samples are exactly what ``lm-latent train`` and the evaluation tasks use
 (:mod:`lm_latent.training.data`): ``PROMPT_TEMPLATE`` (with BOS) + " " + trace + "\\n" +
 "The answer is: N" + EOS, loss on the response (the prompt is masked unless
 ``--prompt-loss``). The tokenizer is the model's own: a small byte-level BPE trained on the
-same texts, digits split one by one (a space before a number stays glued to its first digit),
-``<|begin_of_text|>`` prepended, ``<|end_of_text|>`` as EOS and no pad token (as Llama-3). The
-output directory is a plain HF checkpoint (safetensors + tokenizer + generation config) that
-``lm-latent train --base DIR`` and ``lm_eval --model latent --model_args pretrained=DIR`` take.
+same texts, digits split one by one, ``<|begin_of_text|>`` prepended, ``<|end_of_text|>`` as EOS
+and no pad token (as Llama-3); it and the model come from the shared builders in
+:mod:`lm_latent.testing`. The output directory is a plain HF checkpoint (safetensors + tokenizer
++ generation config) that ``lm-latent train --base DIR`` and ``lm_eval --model latent
+--model_args pretrained=DIR`` take.
 
-Training runs through the HF ``Trainer`` (progress bar, loss logs, checkpoints every
-``--save-steps`` in ``OUT/.work/``); rerun the same command after a kill and it resumes from
-the last checkpoint. ``OUT/pretrain.json`` is written last: its presence means "finished"
-(``OUT/.work`` is removed then).
+Training runs through the HF ``Trainer`` with the training recipes' pieces: their collator
+(:class:`~lm_latent.training.mixed_traces.PadCollator`), their logging and their resume rules
+(:mod:`lm_latent.training.checkpoints`: every checkpoint carries the settings record, and a rerun
+resumes the newest complete one of the same settings). ``OUT/pretrain.json`` is written last: its
+presence means "finished" (``OUT/.work`` is removed then).
 
-    python -m lm_latent.training.pretrain_base --data DIR/gsm8k/train.jsonl --out base/ --max-steps 800
+    python -m lm_latent.demo.base --data DIR/pretrain.jsonl --out base/ --max-steps 800
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ TOKENIZER_SAMPLES = 5000  # texts the BPE is trained on (the synthetic vocabular
 
 @dataclass
 class PretrainConfig:
-    """Model size and training recipe. Defaults: ~1M parameters, ~0.6-1 s per step on 2 CPU cores."""
+    """Model size and training recipe; the defaults are the demo's base model (docs/demo.md has its timings)."""
 
     hidden_size: int = 128
     num_layers: int = 4
@@ -65,32 +67,6 @@ class PretrainConfig:
     limit: int | None = None
     seed: int = 0
     threads: int | None = None
-
-
-# --- tokenizer -------------------------------------------------------------------------------------
-
-def train_tokenizer(texts: Sequence[str], out: str | os.PathLike | None = None, vocab_size: int = 1024):
-    """Byte-level BPE with split digits, BOS prepended, EOS, no pad; saved to ``out`` when given."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    # " 34" -> " 3", "4": one digit per token, the leading space kept on the first digit.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?[0-9]"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    bos = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
-                                                       special_tokens=[(BOS, bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, model_max_length=4096)
-    if out is not None:
-        fast.save_pretrained(str(out))
-    return fast
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -116,42 +92,22 @@ class CoTDataset:
         return {"input_ids": ids, "labels": labels}
 
 
-class RightPadCollator:
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        n = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(features), n), dtype=torch.long)
-        for i, f in enumerate(features):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            labels[i, :k] = torch.tensor(f["labels"])
-            mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
 # --- model ---------------------------------------------------------------------------------------------
 
-def build_model(tokenizer, cfg: PretrainConfig):
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+def train_tokenizer(texts: Sequence[str], out: str | os.PathLike | None = None, vocab_size: int = 1024):
+    """The base model's BPE (split digits, Llama-3's specials, no pad); saved to ``out`` when given."""
+    from lm_latent.testing import bpe_tokenizer
 
-    torch.manual_seed(cfg.seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
-                         intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
-                         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-                         max_position_embeddings=cfg.max_position_embeddings,
-                         tie_word_embeddings=cfg.tied_embeddings, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=None)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
-    return model
+    return bpe_tokenizer(texts, BOS, EOS, vocab_size, out=out, split_digits=True, min_frequency=2,
+                         model_max_length=4096)
+
+
+def build_model(tokenizer, cfg: PretrainConfig):
+    from lm_latent.testing import tiny_llama
+
+    return tiny_llama(tokenizer, hidden=cfg.hidden_size, layers=cfg.num_layers, heads=cfg.num_heads,
+                      kv_heads=cfg.num_kv_heads, intermediate=cfg.intermediate_size, tied=cfg.tied_embeddings,
+                      max_positions=cfg.max_position_embeddings, seed=cfg.seed)
 
 
 def n_params(model) -> int:
@@ -192,24 +148,24 @@ def is_finished(out: str | os.PathLike) -> bool:
     return (Path(out) / DONE_NAME).is_file()
 
 
-class PretrainInterrupted(RuntimeError):
-    """Stopped at ``stop_at_step`` with a checkpoint on disk: call again (same settings) to resume."""
-
-
 def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfig | None = None,
              progress: bool = True, overwrite: bool = False, stop_at_step: int | None = None) -> dict:
     """Tokenizer + tiny Llama trained on ``data`` (GSM8K/MetaMathQA-format rows), saved to ``out``.
 
     Returns the record written to ``out/pretrain.json``. A finished ``out`` is left alone (the
-    record is returned) unless ``overwrite``; an unfinished one resumes from its last checkpoint.
-    ``stop_at_step`` stops there with a checkpoint, as if killed, and raises
-    :class:`PretrainInterrupted` (tests and time-boxed runs).
+    record is returned) unless ``overwrite``; an unfinished one resumes from its newest complete
+    checkpoint of the same settings (one of other settings is set aside, and training starts
+    over). ``stop_at_step`` stops there with a checkpoint, as if killed, and raises
+    :class:`~lm_latent.training.finetune.TrainingInterrupted` (tests and time-boxed runs).
     """
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
     from lm_latent.fileio import write_json_atomic
+    from lm_latent.training.checkpoints import prepare, resume_or_finish
     from lm_latent.training.data import load_examples, tokenize_examples
+    from lm_latent.training.finetune import StopAtStep, TrainingInterrupted, prepare_trainer
+    from lm_latent.training.mixed_traces import PadCollator
 
     cfg = cfg or PretrainConfig()
     out = Path(out)
@@ -221,33 +177,10 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
         shutil.rmtree(out)
     work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
-    record_path = work / "config.json"
-    if record_path.is_file():
-        old = json.loads(record_path.read_text(encoding="utf-8"))
-        if old != {**asdict(cfg), "data": str(data)}:
-            raise ValueError(f"{work} holds a pretraining run with other settings; pass --overwrite to start over")
-    else:
-        write_json_atomic(record_path, {**asdict(cfg), "data": str(data)})
+    record = {**asdict(cfg), "data": str(data)}  # in every checkpoint: only these settings resume it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-
-    examples = load_examples(str(data), limit=cfg.limit)
-    tok_dir = work / TOKENIZER_DIR
-    if (tok_dir / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    else:
-        logger.info("training a byte-level BPE tokenizer (target %d ids) on %d samples", cfg.vocab_size,
-                    min(len(examples), TOKENIZER_SAMPLES))
-        train_tokenizer([ex.text for ex in examples[:TOKENIZER_SAMPLES]], tok_dir, vocab_size=cfg.vocab_size)
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    samples = tokenize_examples(examples, tokenizer, progress=progress)
-    lengths = [len(s) for s in samples]
-    dataset = CoTDataset(samples, cfg.max_seq_len, cfg.prompt_loss)
-    model = build_model(tokenizer, cfg)
-    params = n_params(model)
-    logger.info("tiny Llama: %.2fM parameters, vocab %d; %d samples, %.0f tokens each on average (max %d)",
-                params / 1e6, len(tokenizer), len(samples), sum(lengths) / len(lengths), max(lengths))
 
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
@@ -257,24 +190,34 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
         seed=cfg.seed, report_to="none", remove_unused_columns=False, train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(),
         label_names=["labels"])
-    timer = _Timer()
-    callbacks = [timer]
-    if stop_at_step:
-        from lm_latent.training.finetune import StopAtStep
+    resume = prepare("base pretraining", work / "checkpoints", record)
 
-        callbacks.append(StopAtStep(stop_at_step))
+    examples = load_examples(str(data), limit=cfg.limit)
+    tok_dir = work / TOKENIZER_DIR
+    if resume is None or not (tok_dir / "tokenizer.json").is_file():  # a resumed checkpoint keeps its tokenizer
+        logger.info("training a byte-level BPE tokenizer (target %d ids) on %d samples", cfg.vocab_size,
+                    min(len(examples), TOKENIZER_SAMPLES))
+        train_tokenizer([ex.text for ex in examples[:TOKENIZER_SAMPLES]], tok_dir, vocab_size=cfg.vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    samples = tokenize_examples(examples, tokenizer, progress=progress)
+    lengths = [len(s) for s in samples]
+    dataset = CoTDataset(samples, cfg.max_seq_len, cfg.prompt_loss)
+    model = build_model(tokenizer, cfg)
+    params = n_params(model)
+    logger.info("tiny Llama: %.2fM parameters, vocab %d; %d samples, %.0f tokens each on average (max %d)",
+                params / 1e6, len(tokenizer), len(samples), sum(lengths) / len(lengths), max(lengths))
+
+    timer = _Timer()
+    callbacks = [timer, *([StopAtStep(stop_at_step)] if stop_at_step else [])]
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=RightPadCollator(tokenizer.eos_token_id), callbacks=callbacks)
-    ckpts = sorted((work / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    resume = str(ckpts[-1]) if ckpts else None
-    if resume:
-        logger.info("resuming base pretraining from %s", resume)
+                      data_collator=PadCollator(tokenizer.eos_token_id), callbacks=callbacks)
+    prepare_trainer(trainer, "pretrain", record)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = resume_or_finish(trainer, resume)
     wall = time.perf_counter() - start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if stop_at_step and callbacks[-1].triggered:
-        raise PretrainInterrupted(f"base pretraining stopped at step {stop_at_step}; checkpoint in {work}")
+        raise TrainingInterrupted(f"base pretraining stopped at step {stop_at_step}; checkpoint in {work}")
 
     model = trainer.model
     model.save_pretrained(str(out), safe_serialization=True)
@@ -283,9 +226,10 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
         "kind": "lm-latent demo base model (tiny Llama trained from scratch)",
         "data": str(data), "samples": len(samples), "mean_tokens": round(sum(lengths) / len(lengths), 1),
         "parameters": params, "vocab_size": len(tokenizer), "steps": trainer.state.global_step,
-        "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss if result is not None else None,
         "seconds_per_step": timer.seconds_per_step, "wall_seconds_this_run": round(wall, 1),
-        "resumed_from": resume, "config": asdict(cfg),
+        "resumed_from": str(resume) if resume else None, "config": asdict(cfg),
     }
     write_json_atomic(done, record)
     shutil.rmtree(work, ignore_errors=True)
@@ -294,62 +238,9 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
     return record
 
 
-# --- a direct check (the real path is lm_eval --model latent) -------------------------------------
-
-def greedy_eval(model_dir: str | os.PathLike, rows: Sequence[dict], batch_size: int = 64,
-                max_new_tokens: int = 400, progress: bool = True) -> dict:
-    """Greedy generation on GSM8K-format ``rows``; accuracy by the grader's answer extraction.
-
-    Compares the extracted answer with the reference as numbers (no sympy worker), so it is a
-    quick check, not the graded evaluation. Returns accuracy, mean generated tokens (EOS
-    included), seconds and the generations.
-    """
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lm_latent.grading import extract_answer
-    from lm_latent.prompts import format_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    eos, pad = tokenizer.eos_token_id, tokenizer.eos_token_id
-    prompts = [tokenizer(format_prompt(r["question"]))["input_ids"] for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
-    outputs: list[tuple[str, int]] = [("", 0)] * len(rows)
-    start = time.perf_counter()
-    for b in tqdm(range(0, len(order), batch_size), desc="Generating", disable=not progress):
-        idx = order[b:b + batch_size]
-        n = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), n), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, n - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[j, n - len(prompts[i]):] = 1
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
-        for j, i in enumerate(idx):
-            new = gen[j, n:].tolist()
-            k = new.index(eos) + 1 if eos in new else len(new)
-            outputs[i] = (tokenizer.decode(new[:k], skip_special_tokens=True), k)
-    seconds = time.perf_counter() - start
-    correct = []
-    for r, (text, _) in zip(rows, outputs):
-        ref = r["answer"].split("####")[-1].strip().replace(",", "")
-        got = extract_answer(text)
-        try:
-            correct.append(got is not None and float(got.replace(",", "")) == float(ref))
-        except ValueError:
-            correct.append(False)
-    return {"accuracy": sum(correct) / max(1, len(correct)),
-            "gen_tokens": sum(k for _, k in outputs) / max(1, len(outputs)), "seconds": round(seconds, 1),
-            "n": len(rows), "generations": [t for t, _ in outputs], "correct": correct}
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
-    p = argparse.ArgumentParser(prog="python -m lm_latent.training.pretrain_base", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m lm_latent.demo.base", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="training rows (.jsonl, GSM8K or MetaMathQA format)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -388,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = pretrain(a.data, a.out, cfg, progress=not a.no_progress, overwrite=a.overwrite)
     except (FileNotFoundError, ValueError) as exc:
-        p.exit(2, f"pretrain_base: error: {exc}\n")
+        p.exit(2, f"lm_latent.demo.base: error: {exc}\n")
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=1))
     if a.eval:
+        from lm_latent.testing import greedy_eval
         from lm_latent.training.data import read_rows
 
         rows = read_rows(a.eval)[: a.eval_limit]

@@ -1,0 +1,102 @@
+"""The demo's ``report.md``: what was run, the sweep's table and chart, per-rate latent and
+compressor statistics, whether a rate met the target, and how to rerun one rate by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from lm_latent.demo import stages
+from lm_latent.demo.plan import DemoPlan
+from lm_latent.demo.stages import State
+
+
+def _eval_seconds(results_dir: Path, rate: int) -> float:
+    from lm_latent.report import latest_results_json
+
+    path = latest_results_json(results_dir / f"rate{rate}")
+    if path is None:
+        return math.nan
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8")).get("total_evaluation_time_seconds", math.nan))
+    except (ValueError, TypeError):
+        return math.nan
+
+
+def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
+    """``OUT/report.md``: what was run, the sweep's table and chart, the latent statistics, the target."""
+    from lm_latent.report import _fmt, collect
+
+    rows = {r.rate: r for r in collect(paths["results"])}
+    stages = state.data["stages"]
+    base = json.loads((paths["base"] / "pretrain.json").read_text(encoding="utf-8"))
+    table = (paths["results"] / "results.md").read_text(encoding="utf-8") if (paths["results"] / "results.md").is_file() else ""
+    lines = [f"# lm-latent demo ({plan.name})", "",
+             "A miniature of the Token Assorted rate sweep, run offline on CPU by `lm-latent demo"
+             + (" --quick" if plan.name == "quick" else "") + "`.", ""]
+    if plan.name == "quick":
+        lines += ["**Quick mode: the numbers only prove that the pipeline runs end to end.**", ""]
+    lines += ["## What was run", "",
+              f"- data: {plan.n_train} synthetic GSM8K-like training problems (2-4 steps), {plan.n_test} held-out "
+              f"(`{paths['data']}`)",
+              f"- base model: tiny Llama, {base['parameters'] / 1e6:.2f}M parameters, own BPE tokenizer "
+              f"({base['vocab_size']} ids), {base['steps']} steps at batch {plan.base_batch} "
+              f"({_fmt(base.get('seconds_per_step'), '.2f')} s/step, final loss {_fmt(base.get('final_loss'), '.3f')})",
+              f"- adapters: rates {', '.join(map(str, plan.rates))}; every rate fine-tuned {plan.finetune_steps} steps "
+              f"(LoRA r={plan.lora_r}, lr {plan.finetune_lr}, batch {plan.finetune_batch}); compressors "
+              f"{plan.compressor_steps} steps, codebook {plan.codebook_size}; schedule m in {{{plan.schedule}}}",
+              f"- evaluation: `lm_eval --model latent --tasks gsm8k --metadata data_dir=...` on the held-out set, "
+              f"greedy, max_gen_toks={plan.max_gen_toks}", "",
+              "## Results", "", table, "![accuracy and generated tokens vs rate](results/chart.png)", "",
+              # the sweep's table above has accuracy, tokens, usage and times: only what it lacks here
+              "Latents and adapters per rate (latent tokens per answer; compressor reconstruction "
+              "accuracy on held-out chunks; share of fine-tuning samples that carried latents):", "",
+              "| rate | latent tokens | lm-eval s | codebook usage | recon acc % (all / trace) | "
+              "mixed samples with latents % |",
+              "|---|---|---|---|---|---|"]
+    adapters = stages.get("adapters", {}).get("info", {})
+    for rate in plan.rates:
+        r = rows.get(rate)
+        m = adapters.get(str(rate), {}).get("metrics", {})
+        lat_tok = r._mean(r.latent_tokens) if r else math.nan
+        lines.append("| " + " | ".join([
+            "0 (CoT)" if rate == 0 else str(rate), _fmt(lat_tok, ".2f"),
+            _fmt(_eval_seconds(paths["results"], rate), ".0f"),
+            _fmt(m.get("codebook_usage"), ".2f"),
+            f"{_fmt(m.get('recon_accuracy'), pct=True)} / {_fmt(m.get('trace_recon_accuracy'), pct=True)}",
+            _fmt(m.get("samples_with_latents"), pct=True)]) + " |")
+    lines += ["", "## The target", ""]
+    b = rows.get(0)
+    if b is None:
+        lines.append("No rate-0 result: no comparison possible.")
+    else:
+        hits = [r for rate, r in sorted(rows.items()) if rate and r.avg_accuracy >= b.avg_accuracy
+                and r.avg_gen_tokens <= 0.83 * b.avg_gen_tokens]
+        if hits:
+            best = min(hits, key=lambda r: r.avg_gen_tokens)
+            g0, g1 = b.generation_seconds, best.generation_seconds
+            wall = (f"; generation wall time {g1:.1f} s vs {g0:.1f} s ({100 * (g1 / g0 - 1):+.0f}%)"
+                    if g0 == g0 and g1 == g1 and g0 > 0 else "")
+            lines.append(f"Met at rate {best.rate}: accuracy {100 * best.avg_accuracy:.1f}% vs {100 * b.avg_accuracy:.1f}% "
+                         f"(CoT) with {100 * (1 - best.avg_gen_tokens / b.avg_gen_tokens):.1f}% fewer generated "
+                         f"tokens{wall}.")
+        else:
+            lines.append(f"Not met (accuracy >= CoT's {100 * b.avg_accuracy:.1f}% with >= 17% fewer tokens than its "
+                         f"{b.avg_gen_tokens:.1f}). Trade-offs per rate:")
+            for rate, r in sorted(rows.items()):
+                if rate:
+                    time = (f", {100 * (r.generation_seconds / b.generation_seconds - 1):+.1f}% generation time"
+                            if b.generation_seconds > 0 else "")
+                    lines.append(f"- rate {rate}: {100 * (r.avg_accuracy - b.avg_accuracy):+.1f} points, "
+                                 f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
+    top = max(plan.rates)
+    lines += ["", "## By hand", "",
+              f"One rate as the sweep ran it (the demo's generation budget and batch size; without "
+              f"`max_gen_toks` a model that never stops runs to lm-eval's default of 2048 tokens per problem):", "",
+              "    lm_eval " + " ".join(stages.by_hand_argv(plan, paths, top, paths["report"].parent / "by_hand"))]
+    lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {info['seconds']} |" for name, info in stages.items()]
+    lines += ["", "Rerun `lm-latent demo" + (" --quick" if plan.name == "quick" else "") + f" --out {paths['report'].parent}` "
+              "to continue an interrupted run; finished stages are skipped.", ""]
+    return "\n".join(lines)
