@@ -25,7 +25,8 @@ from transformers.utils import ModelOutput
 
 from lm_latent.dataclass_cli import option
 
-__all__ = ["CompressorArchitecture", "LatentCompressorConfig", "LatentCompressor", "LatentCompressorOutput", "code_stats"]
+__all__ = ["CompressorArchitecture", "LatentCompressorConfig", "LatentCompressor", "LatentCompressorOutput",
+           "code_stats"]
 
 
 @dataclass

@@ -61,7 +61,7 @@ def bpe_tokenizer(texts, bos: str, eos: str, vocab_size: int, out: str | os.Path
 
 
 def build_tokenizer(out: str | os.PathLike, vocab_size: int = 600):
-    """A byte-level BPE with Llama-3-like specials (BOS/EOS, no pad) trained on :func:`math_corpus`, saved to ``out``."""
+    """A byte-level BPE with Llama-3-like specials (BOS/EOS, no pad), trained on :func:`math_corpus`."""
     return bpe_tokenizer(math_corpus(), "<s>", "</s>", vocab_size, out=out)
 
 

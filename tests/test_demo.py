@@ -183,7 +183,7 @@ def test_pretrain_base_tiny_saves_a_plain_checkpoint_and_resumes(demo_data, tmp_
 
     from lm_latent.demo.base import DONE_NAME, is_finished, pretrain
     from lm_latent.prompts import format_prompt
-    from lm_latent.training.finetune import TrainingInterrupted
+    from lm_latent.training.checkpoints import TrainingInterrupted
 
     train = demo_data / "gsm8k" / "train.jsonl"
     out = tmp_path / "base"
@@ -210,7 +210,7 @@ def test_pretrain_base_tiny_saves_a_plain_checkpoint_and_resumes(demo_data, tmp_
 
 def test_pretrain_base_never_resumes_a_checkpoint_of_other_settings(demo_data, tmp_path):
     from lm_latent.demo.base import pretrain
-    from lm_latent.training.finetune import TrainingInterrupted
+    from lm_latent.training.checkpoints import TrainingInterrupted
 
     train = demo_data / "gsm8k" / "train.jsonl"
     out = tmp_path / "base"

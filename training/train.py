@@ -306,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The config that parsed flags describe; a bad ``--rate`` or ``--schedule`` raises ``ValueError``/``AdapterError``."""
+    """The config that parsed flags describe.
+
+    A bad ``--rate`` or ``--schedule`` raises ``ValueError``/``AdapterError``.
+    """
     return from_args(TrainConfig, args)
 
 

@@ -164,7 +164,8 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
     from lm_latent.fileio import write_json_atomic
     from lm_latent.training.checkpoints import prepare, resume_or_finish
     from lm_latent.training.data import load_examples, tokenize_examples
-    from lm_latent.training.finetune import StopAtStep, TrainingInterrupted, prepare_trainer
+    from lm_latent.training.checkpoints import StopAtStep, TrainingInterrupted
+    from lm_latent.training.finetune import prepare_trainer
     from lm_latent.training.mixed_traces import PadCollator
 
     cfg = cfg or PretrainConfig()

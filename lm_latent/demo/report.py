@@ -29,9 +29,10 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
     from lm_latent.report import _fmt, collect
 
     rows = {r.rate: r for r in collect(paths["results"])}
-    stages = state.data["stages"]
+    stage_times = state.data["stages"]
     base = json.loads((paths["base"] / "pretrain.json").read_text(encoding="utf-8"))
-    table = (paths["results"] / "results.md").read_text(encoding="utf-8") if (paths["results"] / "results.md").is_file() else ""
+    results_md = paths["results"] / "results.md"
+    table = results_md.read_text(encoding="utf-8") if results_md.is_file() else ""
     lines = [f"# lm-latent demo ({plan.name})", "",
              "A miniature of the Token Assorted rate sweep, run offline on CPU by `lm-latent demo"
              + (" --quick" if plan.name == "quick" else "") + "`.", ""]
@@ -78,7 +79,8 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
             g0, g1 = b.generation_seconds, best.generation_seconds
             wall = (f"; generation wall time {g1:.1f} s vs {g0:.1f} s ({100 * (g1 / g0 - 1):+.0f}%)"
                     if g0 == g0 and g1 == g1 and g0 > 0 else "")
-            lines.append(f"Met at rate {best.rate}: accuracy {100 * best.avg_accuracy:.1f}% vs {100 * b.avg_accuracy:.1f}% "
+            lines.append(f"Met at rate {best.rate}: accuracy {100 * best.avg_accuracy:.1f}% "
+                         f"vs {100 * b.avg_accuracy:.1f}% "
                          f"(CoT) with {100 * (1 - best.avg_gen_tokens / b.avg_gen_tokens):.1f}% fewer generated "
                          f"tokens{wall}.")
         else:
@@ -92,11 +94,12 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
                                  f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
     top = max(plan.rates)
     lines += ["", "## By hand", "",
-              f"One rate as the sweep ran it (the demo's generation budget and batch size; without "
-              f"`max_gen_toks` a model that never stops runs to lm-eval's default of 2048 tokens per problem):", "",
+              "One rate as the sweep ran it (the demo's generation budget and batch size; without "
+              "`max_gen_toks` a model that never stops runs to lm-eval's default of 2048 tokens per problem):", "",
               "    lm_eval " + " ".join(stages.by_hand_argv(plan, paths, top, paths["report"].parent / "by_hand"))]
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {info['seconds']} |" for name, info in stages.items()]
-    lines += ["", "Rerun `lm-latent demo" + (" --quick" if plan.name == "quick" else "") + f" --out {paths['report'].parent}` "
+    lines += [f"| {name} | {info['seconds']} |" for name, info in stage_times.items()]
+    quick = " --quick" if plan.name == "quick" else ""
+    lines += ["", f"Rerun `lm-latent demo{quick} --out {paths['report'].parent}` "
               "to continue an interrupted run; finished stages are skipped.", ""]
     return "\n".join(lines)

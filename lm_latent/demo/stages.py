@@ -97,6 +97,7 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     ``TrainConfig``'s defaults, as ``lm-latent train --rate 0`` without those flags does: they are
     unused there and enter only the run record.
     """
+    from lm_latent.compressor import CompressorArchitecture
     from lm_latent.training.finetune import FinetuneConfig
     from lm_latent.training.mixed_traces import parse_schedule
     from lm_latent.training.train import TrainConfig
@@ -112,17 +113,19 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     if rate:
         cfg.codebook_size = plan.codebook_size
         cfg.finetune.schedule = parse_schedule(plan.schedule)
-        cfg.compressor = CompressorTrainConfig(
+        architecture = CompressorArchitecture(
             hidden_size=plan.compressor_hidden, num_layers=plan.compressor_layers,
-            codebook_dim=plan.compressor_codebook_dim, max_prompt_len=plan.compressor_max_prompt_len,
-            learning_rate=plan.compressor_lr, batch_size=plan.compressor_batch, max_steps=plan.compressor_steps,
+            codebook_dim=plan.compressor_codebook_dim, max_prompt_len=plan.compressor_max_prompt_len)
+        cfg.compressor = CompressorTrainConfig(
+            model=architecture, learning_rate=plan.compressor_lr, batch_size=plan.compressor_batch,
+            max_steps=plan.compressor_steps,
             save_steps=max(10, plan.compressor_steps // 4), seed=plan.seed)
     return cfg
 
 
 def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
     from lm_latent.latent_config import LATENT_CONFIG_NAME
-    from lm_latent.training.finetune import TrainingInterrupted
+    from lm_latent.training.checkpoints import TrainingInterrupted
     from lm_latent.training.train import run
 
     info = {}
