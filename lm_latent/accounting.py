@@ -18,21 +18,49 @@ class CountedText(str):
     lm-eval has no model-to-metric channel; a ``str`` subclass survives its filters-free
     path untouched (``--use_cache`` returns plain strings, which then carry no count).
     ``truncated`` is True when the answer ran into ``max_gen_toks`` (no end token or stop string).
+    ``latent_spans`` holds the codes of each run of latent tokens, in order, and
+    ``codebook_size`` the K they come from: the eval-time codebook statistics need both.
+    ``latent_text`` is the compressor's reading of those spans (``decode_latents=true`` only).
     """
 
     gen_tokens: int
     latent_tokens: int
     truncated: bool
+    latent_spans: tuple[tuple[int, ...], ...]
+    codebook_size: int
+    latent_text: str | None
 
-    def __new__(cls, text: str, gen_tokens: int, latent_tokens: int = 0, truncated: bool = False):
+    def __new__(cls, text: str, gen_tokens: int, latent_tokens: int = 0, truncated: bool = False,
+                latent_spans: Sequence[Sequence[int]] = (), codebook_size: int = 0,
+                latent_text: str | None = None):
         obj = super().__new__(cls, text)
         obj.gen_tokens = gen_tokens
         obj.latent_tokens = latent_tokens
         obj.truncated = truncated
+        obj.latent_spans = tuple(tuple(int(c) for c in span) for span in latent_spans)
+        obj.codebook_size = codebook_size
+        obj.latent_text = latent_text
         return obj
 
     def __reduce__(self):
-        return (CountedText, (str(self), self.gen_tokens, self.latent_tokens, self.truncated))
+        return (CountedText, (str(self), self.gen_tokens, self.latent_tokens, self.truncated, self.latent_spans,
+                              self.codebook_size, self.latent_text))
+
+
+def latent_spans(ids: Sequence[int], vocab) -> list[list[int]]:
+    """The codes of each maximal run of consecutive latent ids (delimiters are not needed to end one)."""
+    spans: list[list[int]] = []
+    previous_was_latent = False
+    for token in ids:
+        code = vocab.id_to_code(token)
+        if code is None:
+            previous_was_latent = False
+            continue
+        if not previous_was_latent:
+            spans.append([])
+        spans[-1].append(code)
+        previous_was_latent = True
+    return spans
 
 
 def generation_end(ids: Sequence[int], eos_ids: Iterable[int], pad_id: int | None,
@@ -95,4 +123,5 @@ class CountingMixin:
                                   self._decode_ids)
         text = postprocess_generated_text(self._decode_ids(ids[:n]), stop=stop, think_end_token=None)
         return CountedText(text, gen_tokens=n, latent_tokens=self.latent_vocab.count_latent(ids[:n]),
-                           truncated=not ended)
+                           truncated=not ended, latent_spans=latent_spans(ids[:n], self.latent_vocab),
+                           codebook_size=self.latent_vocab.codebook_size)

@@ -2,7 +2,8 @@
 
 Loads the base model, the extended tokenizer and the LoRA adapter for ``rate``, resizes the
 embeddings, merges the adapter (no LoRA cost while generating) and generates greedily in
-batches. Every generation carries its exact ``gen_tokens`` and ``latent_tokens`` counts.
+batches. Every generation carries its exact ``gen_tokens`` and ``latent_tokens`` counts and
+its latent codes; with ``decode_latents=true`` also the compressor's reading of them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from .accounting import CountingMixin
+from .accounting import CountedText, CountingMixin
 from .adapter import AdapterError, attach_adapter
+from .decode import LatentDecoder, attach_latent_texts, load_compressor, parse_flag
 from .errors import UserError, report_cleanly
 from .latent_setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, prepare
 
@@ -108,6 +110,7 @@ class LatentLM(CountingMixin, HFLM):
         adapter: str | None = None,
         adapters: str | None = None,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        decode_latents: bool | str = False,
         device: str | None = None,
         dtype: str | torch.dtype | None = "auto",
         **kwargs,
@@ -116,6 +119,7 @@ class LatentLM(CountingMixin, HFLM):
             if kwargs.get("peft") or kwargs.get("delta"):
                 raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
             config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "subfolder") if k in kwargs}
+            decode_latents = parse_flag(decode_latents)
             setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks, **config_kwargs)
             unknown = unknown_model_args(kwargs, setup.base_config)
             if unknown:
@@ -133,9 +137,21 @@ class LatentLM(CountingMixin, HFLM):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._max_gen_toks = setup.max_gen_toks
         self._generation_seconds = 0.0  # wall time inside generate_until, reported in the results JSON
+        self._decode_seconds = 0.0  # decode_latents: the compressor's time, kept off the generation clock
+        self.decode_latents = decode_latents
+        self._latent_decoder = None
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs)
+        if decode_latents and self.latent_config.rate > 0:
+            try:
+                compressor = load_compressor(self.adapter_path, device=self.device)
+            except UserError:
+                report_cleanly()
+                raise
+            self._latent_decoder = LatentDecoder(compressor, tokenizer)
+            logger.info("lm-latent: decode_latents=true: latent tokens are read back by %s/compressor",
+                        self.adapter_path)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "LatentLM":
@@ -177,6 +193,8 @@ class LatentLM(CountingMixin, HFLM):
                     latent_codebook_size=self.latent_config.codebook_size,
                     latent_chunk_len=self.latent_config.chunk_len,
                     latent_generation_seconds=round(self._generation_seconds, 3))
+        if self.decode_latents:
+            info.update(latent_decode_latents=True, latent_decode_seconds=round(self._decode_seconds, 3))
         return info
 
     def _eos_ids(self) -> set[int]:
@@ -231,4 +249,12 @@ class LatentLM(CountingMixin, HFLM):
                 pbar.update(len(contexts))
         pbar.close()
         self._generation_seconds += time.perf_counter() - start
-        return reorder.get_original(results)
+        results = reorder.get_original(results)
+        if self._latent_decoder is not None:  # after the clock stopped: decoding is not generation time
+            start = time.perf_counter()
+            results = attach_latent_texts(results, [r.args[0] for r in requests], self._latent_decoder)
+            self._decode_seconds += time.perf_counter() - start
+        elif self.decode_latents:  # rate 0: no latents to read
+            results = [CountedText(str(r), r.gen_tokens, r.latent_tokens, r.truncated, r.latent_spans,
+                                   r.codebook_size, latent_text="") for r in results]
+        return results

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .adapter import AdapterError, parse_rate, resolve_adapter
 from .fileio import write_json_atomic
-from .report import collect, latest_results_json, render, table_rows
+from .report import STYLES, collect, latest_results_json, render, table_rows
 from .run_record import differing_keys
 
 DONE = "DONE.json"
@@ -252,9 +252,12 @@ def plot_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lm-latent plot", description="redraw the table and chart of a sweep")
     p.add_argument("results", help="the sweep's --out folder")
     p.add_argument("--title", default=None)
+    p.add_argument("--style", choices=STYLES, default="lines",
+                   help="lines (default): the paper's figure, accuracy and tokens as two line series on a linear "
+                        "rate axis with CoT as a labelled reference; bars: tokens as bars over evenly spaced rates")
     args = p.parse_args(argv)
     try:
-        paths = render(args.results, args.title)
+        paths = render(args.results, args.title, args.style)
     except (FileNotFoundError, ValueError) as exc:
         p.exit(2, f"lm-latent plot: error: {exc}\n")
     _print_table(Path(args.results))

@@ -121,7 +121,13 @@ class LatentVLLM(CountingMixin, VLLM):
 
     def __init__(self, pretrained: str | None = None, rate: int | str = 16, adapter: str | None = None,
                  adapters: str | None = None, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, dtype: str = "auto",
-                 **kwargs) -> None:
+                 decode_latents: bool | str = False, **kwargs) -> None:
+        from .decode import parse_flag
+
+        if parse_flag(decode_latents):
+            raise AdapterError("decode_latents=true works with --model latent only (HF generate): run the "
+                               "answers you want to read there, e.g. with --limit. --model latent-vllm still "
+                               "reports the latent statistics (latent usage, codebook usage, distinct spans).")
         for arg in ("lora_local_path", "tokenizer"):
             if kwargs.get(arg):
                 raise AdapterError(f"--model latent-vllm merges its own adapter and uses its tokenizer: "

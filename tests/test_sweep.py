@@ -80,7 +80,7 @@ def test_plot_redraws_from_result_files(tmp_path):
         (folder / "results_2026.json").write_text(json.dumps({"results": results, "groups": {"latent_math": {}}}))
     assert main(["plot", str(tmp_path)]) == 0
     md = (tmp_path / "results.md").read_text()
-    assert "| 16 | 32.0 | 32.0 | 32.0 | 500.0 | 90.0 | 0.833 |" in md  # group row excluded from the average
+    assert "| 16 | 32.0 | 32.0 | 32.0 | 500.0 | 90.0 | 2.70 | n/a | n/a | 0.833 |" in md  # group row excluded
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
