@@ -45,7 +45,7 @@ def load_compressor(adapter_path: str | Path, device=None):
                            f"the compressor there), or drop decode_latents.")
     try:
         model = LatentCompressor.from_pretrained(str(folder), dtype=torch.float32)
-    except Exception as exc:  # damaged weights, a config from another version: say where
+    except Exception as exc:  # noqa: BLE001 -- damaged weights, a config from another version: say where
         raise AdapterError(f"cannot load the compressor in {folder}: {type(exc).__name__}: {exc}") from None
     if device is not None:
         model = model.to(device)

@@ -123,3 +123,12 @@ def nontrivial_adapter(base, out, rate: int = 4, codebook: int = 8, k: float = 0
     weights[delta][tok.convert_tokens_to_ids("<latent_3>") - config.base_vocab_size] = mean / mean.norm() * k
     save_file(weights, path, metadata={"format": "pt"})
     return out
+
+
+def evaluate_latent(model_args: dict, data_dir, tasks=("gsm8k", "math"), limit=2, **kwargs):
+    """``simple_evaluate`` of ``--model latent`` on :func:`write_data_dir`'s problems, samples logged."""
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(model="latent", model_args=model_args, tasks=list(tasks), limit=limit,
+                           task_manager=plugin_task_manager({"data_dir": str(data_dir)}),
+                           log_samples=True, **kwargs)

@@ -13,7 +13,8 @@ import time
 import pytest
 import torch
 
-from test_model import PROBLEMS, _evaluate, _task_manager, write_data_dir
+from builders import PROBLEMS, write_data_dir
+from builders import evaluate_latent as _evaluate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -232,7 +233,8 @@ def test_lm_eval_cli_writes_latent_text_into_the_samples_file(latent_adapter, ti
          "--metadata", json.dumps({"data_dir": str(data_dir)})],
         capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    samples = [json.loads(line) for path in out.rglob("samples_gsm8k_*.jsonl") for line in path.read_text().splitlines()]
+    samples = [json.loads(line) for path in out.rglob("samples_gsm8k_*.jsonl")
+               for line in path.read_text().splitlines()]
     assert len(samples) == 3 and all("latent_text" in s for s in samples)
     assert any(s["latent_text"] and s["latent_tokens"] > 0 for s in samples)
     assert "codebook_usage" in proc.stdout and "latent_span_diversity" in proc.stdout

@@ -7,20 +7,13 @@ import json
 import pytest
 import torch
 
-from builders import PROBLEMS, plugin_task_manager, write_data_dir
+from builders import PROBLEMS, write_data_dir
+from builders import evaluate_latent as _evaluate
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_data_dir(tmp_path_factory.mktemp("data"))
-
-
-def _evaluate(model_args: dict, data_dir, tasks=("gsm8k", "math"), limit=2, **kwargs):
-    from lm_eval import simple_evaluate
-
-    return simple_evaluate(model="latent", model_args=model_args, tasks=list(tasks), limit=limit,
-                           task_manager=plugin_task_manager({"data_dir": str(data_dir)}),
-                           log_samples=True, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["tied", "untied"])

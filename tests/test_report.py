@@ -112,8 +112,9 @@ def test_tables_print_a_standard_error_beside_every_accuracy(tmp_path):
     from lm_latent.cli import main
 
     # rate 0: lm-eval's acc_stderr is used as recorded; rate 16: no stderr, so sqrt(p(1-p)/n) from n-samples
-    _results(tmp_path / "rate0" / "m", 0, {"gsm8k": {"acc,none": 0.5, "acc_stderr,none": 0.05, "gen_tokens,none": 600.0},
-                                           "math": {"acc,none": 0.3, "acc_stderr,none": 0.04, "gen_tokens,none": 600.0}},
+    _results(tmp_path / "rate0" / "m", 0,
+             {"gsm8k": {"acc,none": 0.5, "acc_stderr,none": 0.05, "gen_tokens,none": 600.0},
+              "math": {"acc,none": 0.3, "acc_stderr,none": 0.04, "gen_tokens,none": 600.0}},
              n=None)
     _results(tmp_path / "rate16" / "m", 16,
              {t: {"acc,none": 0.36, "acc_stderr,none": "N/A", "gen_tokens,none": 500.0, "latent_usage,none": 0.75,
@@ -124,7 +125,8 @@ def test_tables_print_a_standard_error_beside_every_accuracy(tmp_path):
     avg0 = math.sqrt(0.05 ** 2 + 0.04 ** 2) / 2 * 100  # 3.20
     se16 = math.sqrt(0.36 * 0.64 / 100) * 100  # 4.80 per task
     assert f"| 0 (CoT) | 50.0 ± 5.0 | 30.0 ± 4.0 | 40.0 ± {avg0:.1f} | 600.0 |" in md
-    assert f"| 16 | 36.0 ± {se16:.1f} | 36.0 ± {se16:.1f} | 36.0 ± {se16 / math.sqrt(2):.1f} | 500.0 | 75.0 | 3.00 | 12.5 | 50.0 |" in md
+    assert (f"| 16 | 36.0 ± {se16:.1f} | 36.0 ± {se16:.1f} | 36.0 ± {se16 / math.sqrt(2):.1f} "
+            "| 500.0 | 75.0 | 3.00 | 12.5 | 50.0 |") in md
     assert "standard error" in md
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert float(rows[1]["gsm8k acc %"]) == 36.0 and float(rows[1]["gsm8k acc SE %"]) == pytest.approx(se16, abs=0.005)
