@@ -203,7 +203,7 @@ class LatentLM(CountingMixin, HFLM):
         ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         return {i for i in ids if i is not None}
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[CountedText]:
         """HFLM's batched greedy loop, returning ``CountedText`` instead of plain strings."""
         def by_length(req):
             return -len(self.tok_encode(req[0])), req[0]
