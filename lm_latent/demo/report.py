@@ -56,7 +56,7 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
               "| rate | latent tokens | lm-eval s | codebook usage | recon acc % (all / trace) | "
               "mixed samples with latents % |",
               "|---|---|---|---|---|---|"]
-    adapters = stages.get("adapters", {}).get("info", {})
+    adapters = stage_times.get("adapters", {}).get("info", {})
     for rate in plan.rates:
         r = rows.get(rate)
         m = adapters.get(str(rate), {}).get("metrics", {})
