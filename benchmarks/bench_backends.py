@@ -87,6 +87,16 @@ def timed(lm, reqs) -> tuple[float, list]:
     return time.perf_counter() - start, [(str(o), o.gen_tokens, o.latent_tokens, o.truncated) for o in outs]
 
 
+def differences(hf_out: list, vl_out: list) -> list[dict]:
+    """Each prompt whose outputs differ: both answers and their counts, and where the texts part."""
+    rows = []
+    for i, (a, b) in enumerate(zip(hf_out, vl_out)):
+        if a != b:
+            at = next((k for k, (x, y) in enumerate(zip(a[0], b[0])) if x != y), min(len(a[0]), len(b[0])))
+            rows.append({"prompt": i, "first_differing_char": at, "latent": list(a), "latent_vllm": list(b)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=64, help="number of GSM8K test prompts (default 64)")
@@ -169,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     same = hf_out == vl_out
                     diff = sum(a != b for a, b in zip(hf_out, vl_out))
                     row["latent"][batch] = {"s": hf_s, "tokens": hf_tok, "tok_s": hf_tok / hf_s,
-                                            "identical": same, "differing_prompts": diff}
+                                            "identical": same, "differing_prompts": diff,
+                                            "differences": differences(hf_out, vl_out)}
                     print(f"    vs latent b{batch:<3}: latent-vllm/latent {(vl_tok / vl_s) / (hf_tok / hf_s):6.2f}x "
                           f"tokens/s, identical outputs: {same}" + ("" if same else f" ({diff}/{len(prompts)} differ)"),
                           flush=True)

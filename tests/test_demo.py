@@ -346,6 +346,10 @@ def test_demo_quick_end_to_end(tmp_path):
         assert len(samples) == demo.QUICK.n_test
         with_latents = [s for s in samples if s["latent_tokens"] > 0]
         assert with_latents and all("<latent_" in s["resps"][0][0] for s in with_latents)  # visible in the log
+        # decode_latents=true: every answer with latents carries the compressor's reading of them
+        assert all(isinstance(s["latent_text"], str) for s in samples)
+        assert all(s["latent_text"] and "<latent_" not in s["latent_text"] for s in with_latents)
+        assert "## Latents, read back" in report and repr(with_latents[0]["latent_text"]) in report
         # graded on the text with the latent spans removed: the logged acc is that of the stripped text
         from lm_latent.grading import grade, strip_latent
 
@@ -385,3 +389,34 @@ def test_chart_labels_never_overlap(acc, tokens):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_decoded_accuracy_counts_answers_that_open_with_latents(tmp_path):
+    """The report's decoded-text accuracy: position by position against the reference trace's opening."""
+    from transformers import AutoTokenizer
+
+    from lm_latent.demo.base import train_tokenizer
+    from lm_latent.demo.report import decoded_accuracy
+    from lm_latent.training.data import examples_from_rows
+
+    rows = [synthetic.gsm8k_row(r) for r in synthetic.generate(200, seed=1)]
+    train_tokenizer([ex.text for ex in examples_from_rows(rows)], tmp_path, vocab_size=512)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    doc = {"question": "Sam has 34 beads.", "answer": "Sam has 34 beads. He loses 26 of them.\n#### 8"}
+
+    def sample(resp: str, latent_text: str) -> dict:
+        return {"doc": doc, "resps": [[resp]], "latent_text": latent_text, "latent_tokens": resp.count("<latent_")}
+
+    span = "<boLatent><latent_3><latent_9><eoLatent>"
+    exact = sample(span + " so 8", "Sam has 34 beads.")  # 5 tokens: Sam has 3 4 beads.
+    n_exact = len(tok(" Sam has 34 beads.", add_special_tokens=False)["input_ids"])
+    half = sample(span + " so 8", "Sam has 12 beads.")  # the digits wrong, the words right
+    half_ids = tok(" Sam has 12 beads.", add_special_tokens=False)["input_ids"]
+    ref_ids = tok(" " + doc["answer"].split("####")[0].strip(), add_special_tokens=False)["input_ids"]
+    half_hits = sum(a == b for a, b in zip(half_ids, ref_ids))
+    assert 0 < half_hits < len(half_ids)
+    ignored = [sample("no latents here, 8", ""), sample("Sam has " + span + " 8", "Ann has 12 beads.")]
+    acc, answers = decoded_accuracy([exact, half, *ignored], tok)
+    assert answers == 2
+    assert acc == pytest.approx((n_exact + half_hits) / (n_exact + len(half_ids)))
+    assert math.isnan(decoded_accuracy(ignored, tok)[0])

@@ -24,6 +24,72 @@ def _eval_seconds(results_dir: Path, rate: int) -> float:
         return math.nan
 
 
+def _samples(results_dir: Path, rate: int) -> list[dict]:
+    return [json.loads(line) for path in sorted((results_dir / f"rate{rate}").rglob("samples_gsm8k_*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _reference_trace(doc: dict) -> str:
+    """The held-out problem's own trace (the task's ``solution``; ``answer`` in GSM8K rows) without ``#### N``."""
+    return str(doc.get("solution", doc.get("answer", ""))).rsplit("####", 1)[0].strip()
+
+
+def decoded_accuracy(samples: list[dict], tokenizer) -> tuple[float, int]:
+    """Token accuracy of the decoded latent text against the reference trace's opening tokens.
+
+    Only answers that open with their latent span count (there the span stands for the
+    trace's first tokens, which is what CoT would have written); returns (accuracy, answers).
+    """
+    from lm_latent.vocab import BO_LATENT
+
+    hits = total = answers = 0
+    for s in samples:
+        text, decoded = s["resps"][0][0], s.get("latent_text") or ""
+        if not decoded or not text.lstrip().startswith(BO_LATENT):
+            continue
+        got = tokenizer(" " + decoded.strip(), add_special_tokens=False)["input_ids"]
+        want = tokenizer(" " + _reference_trace(s["doc"]), add_special_tokens=False)["input_ids"][:len(got)]
+        hits += sum(a == b for a, b in zip(got, want))
+        total += len(got)
+        answers += 1
+    return (hits / total if total else math.nan), answers
+
+
+def latent_examples(plan: DemoPlan, paths: dict, n: int = 3) -> list[str]:
+    """Report lines: a few answers of the top rate with their latents read back by the compressor."""
+    from transformers import AutoTokenizer
+
+    from lm_latent.grading import strip_latent
+
+    rate = max(plan.rates)
+    samples = _samples(paths["results"], rate) if rate else []
+    if "latent_text" not in (samples[0] if samples else {}):
+        return []
+    lines = ["## Latents, read back", "",
+             f"Rate {rate}, decoded by the adapter's compressor (`decode_latents=true`) given the prompt. "
+             "The reference is the held-out problem's own trace, what the CoT adapter is trained to write there."]
+    tokenizer = AutoTokenizer.from_pretrained(str(paths["adapters"] / f"rate{rate}"))
+    acc, counted = decoded_accuracy(samples, tokenizer)
+    lines += ["", f"Decoded-text token accuracy against the reference trace: {_pct(acc)} over the {counted} "
+              f"answers that open with latents ({sum(s['latent_tokens'] > 0 for s in samples)} of "
+              f"{len(samples)} answers hold latents).", ""]
+    shown = [s for s in samples if s.get("latent_text")][:n]
+    for i, s in enumerate(shown, 1):
+        text = s["resps"][0][0]
+        span = text[:text.rfind("<eoLatent>") + len("<eoLatent>")] if "<eoLatent>" in text else text
+        lines += [f"**Example {i}** ({'correct' if s['acc'] else 'wrong'})", "",
+                  f"- problem: {s['doc'].get('problem', s['doc'].get('question'))}",
+                  f"- latent span: `{span.strip()}`",
+                  f"- decoded: {s['latent_text']!r}",
+                  f"- reference: {_reference_trace(s['doc'])[:len(s['latent_text']) + 40]!r}",
+                  f"- the rest of the answer: {strip_latent(text[len(span):]).strip()!r}", ""]
+    return lines
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
 def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
     """``OUT/report.md``: what was run, the sweep's table and chart, the latent statistics, the target."""
     from lm_latent.report import _fmt, collect
@@ -92,6 +158,7 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
                             if b.generation_seconds > 0 else "")
                     lines.append(f"- rate {rate}: {100 * (r.avg_accuracy - b.avg_accuracy):+.1f} points, "
                                  f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
+    lines += ["", *latent_examples(plan, paths)]
     top = max(plan.rates)
     lines += ["", "## By hand", "",
               "One rate as the sweep ran it (the demo's generation budget and batch size; without "

@@ -152,8 +152,9 @@ def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
 
 def _eval_model_args(plan: DemoPlan, paths: dict) -> str:
     # the plan's own generation budget: a model that never stops would run to lm-eval's 2048
+    # decode_latents: the report shows latents read back as text (off the generation clock)
     return (f"pretrained={paths['base']},adapters={paths['adapters']},max_gen_toks={plan.max_gen_toks},"
-            f"dtype=float32")
+            f"dtype=float32,decode_latents=true")
 
 
 def _eval_flags(plan: DemoPlan, paths: dict) -> list[str]:
