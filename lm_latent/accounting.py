@@ -67,29 +67,31 @@ def generation_end(ids: Sequence[int], eos_ids: Iterable[int], pad_id: int | Non
                    stop: Sequence[str], decode: Callable[[Sequence[int]], str]) -> tuple[int, bool]:
     """``(n, ended)``: ids up to and including the end of a generation, and whether it ended.
 
-    The end is the first EOS id, else the id that completes the first stop string (found by
-    binary search over decoded prefixes), else (``ended`` False: the budget ran out) the last
-    id that is not trailing padding.
+    The end is whichever comes first: the first EOS id, or the id that completes the first
+    stop string (found by binary search over decoded prefixes). Without either (``ended``
+    False: the budget ran out) it is the last id that is not trailing padding. A batched HF
+    row can run on past its stop string (the batch stops when every row has): those ids were
+    never part of the answer, as vLLM, which stops the row there, agrees.
     """
     eos = set(eos_ids)
-    for i, tok in enumerate(ids):
-        if tok in eos:
-            return i + 1, True
-    n = len(ids)
-    if pad_id is not None and pad_id not in eos:
+    first_eos = next((i for i, tok in enumerate(ids) if tok in eos), None)
+    n = len(ids) if first_eos is None else first_eos
+    if first_eos is None and pad_id is not None:
         while n and ids[n - 1] == pad_id:
             n -= 1
     stops = [s for s in stop if s]
-    if not stops or not any(s in decode(ids[:n]) for s in stops):
-        return n, False
-    lo, hi = 1, n  # smallest prefix whose text contains a stop string
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if any(s in decode(ids[:mid]) for s in stops):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo, True
+    if stops and any(s in decode(ids[:n]) for s in stops):
+        lo, hi = 1, n  # smallest prefix whose text contains a stop string
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in decode(ids[:mid]) for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo, True
+    if first_eos is not None:
+        return first_eos + 1, True
+    return n, False
 
 
 def generated_length(ids: Sequence[int], eos_ids: Iterable[int], pad_id: int | None,

@@ -53,3 +53,16 @@ def test_truncated_survives_pickle_and_reaches_the_metrics():
     assert process_results(doc, [back])["truncated"] == 1.0
     assert process_results(doc, [CountedText("7", 1)])["truncated"] == 0.0
     assert math.isnan(process_results(doc, ["7"])["truncated"])  # a model that does not count
+
+
+def test_a_stop_string_before_the_eos_ends_the_answer_there():
+    """A batched HF row runs on past its stop string until the batch stops; those ids are not the answer's
+    (vLLM stops the row at the stop string: both backends must count the same)."""
+    from lm_latent.accounting import generation_end
+
+    ids = [0, 1, 23, 24, 2, 3, 4, 99, 50]  # "ab" "xy" "cde" EOS pad: the stop "xy" comes first
+    assert generation_end(ids, eos_ids=[99], pad_id=50, stop=["xy"], decode=_decode) == (4, True)
+    assert generation_end(ids[:4], eos_ids=[99], pad_id=50, stop=["xy"], decode=_decode) == (4, True)  # vLLM's ids
+    # an EOS before the stop string still ends it (the stop string after it was never generated text)
+    assert generation_end([0, 99, 23, 24], eos_ids=[99], pad_id=None, stop=["xy"], decode=_decode) == (2, True)
+    assert generation_end([0, 1, 99], eos_ids=[99], pad_id=None, stop=["xy"], decode=_decode) == (3, True)
