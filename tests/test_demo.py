@@ -408,7 +408,7 @@ def test_decoded_accuracy_counts_answers_that_open_with_latents(tmp_path):
         return {"doc": doc, "resps": [[resp]], "latent_text": latent_text, "latent_tokens": resp.count("<latent_")}
 
     span = "<boLatent><latent_3><latent_9><eoLatent>"
-    exact = sample(span + " so 8", "Sam has 34 beads.")  # 5 tokens: Sam has 3 4 beads.
+    exact = sample(span + " so 8", "Sam has 34 beads.")  # the trace's opening, token for token
     n_exact = len(tok(" Sam has 34 beads.", add_special_tokens=False)["input_ids"])
     half = sample(span + " so 8", "Sam has 12 beads.")  # the digits wrong, the words right
     half_ids = tok(" Sam has 12 beads.", add_special_tokens=False)["input_ids"]

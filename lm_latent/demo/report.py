@@ -60,23 +60,25 @@ def latent_examples(plan: DemoPlan, paths: dict, n: int = 3) -> list[str]:
     from transformers import AutoTokenizer
 
     from lm_latent.grading import strip_latent
+    from lm_latent.report import _fmt
+    from lm_latent.vocab import EO_LATENT
 
     rate = max(plan.rates)
     samples = _samples(paths["results"], rate) if rate else []
-    if "latent_text" not in (samples[0] if samples else {}):
+    if not samples or "latent_text" not in samples[0]:
         return []
     lines = ["## Latents, read back", "",
              f"Rate {rate}, decoded by the adapter's compressor (`decode_latents=true`) given the prompt. "
              "The reference is the held-out problem's own trace, what the CoT adapter is trained to write there."]
     tokenizer = AutoTokenizer.from_pretrained(str(paths["adapters"] / f"rate{rate}"))
     acc, counted = decoded_accuracy(samples, tokenizer)
-    lines += ["", f"Decoded-text token accuracy against the reference trace: {_pct(acc)} over the {counted} "
-              f"answers that open with latents ({sum(s['latent_tokens'] > 0 for s in samples)} of "
+    lines += ["", f"Decoded-text token accuracy against the reference trace (%): {_fmt(acc, pct=True)}, "
+              f"over the {counted} answers that open with latents ({sum(s['latent_tokens'] > 0 for s in samples)} of "
               f"{len(samples)} answers hold latents).", ""]
     shown = [s for s in samples if s.get("latent_text")][:n]
     for i, s in enumerate(shown, 1):
         text = s["resps"][0][0]
-        span = text[:text.rfind("<eoLatent>") + len("<eoLatent>")] if "<eoLatent>" in text else text
+        span = text[:text.rfind(EO_LATENT) + len(EO_LATENT)] if EO_LATENT in text else text
         lines += [f"**Example {i}** ({'correct' if s['acc'] else 'wrong'})", "",
                   f"- problem: {s['doc'].get('problem', s['doc'].get('question'))}",
                   f"- latent span: `{span.strip()}`",
@@ -84,10 +86,6 @@ def latent_examples(plan: DemoPlan, paths: dict, n: int = 3) -> list[str]:
                   f"- reference: {_reference_trace(s['doc'])[:len(s['latent_text']) + 40]!r}",
                   f"- the rest of the answer: {strip_latent(text[len(span):]).strip()!r}", ""]
     return lines
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
 def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
