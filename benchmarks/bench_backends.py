@@ -177,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                     hf_s, hf_out = hf_runs[budget, batch]
                     hf_tok = sum(o[1] for o in hf_out)
                     same = hf_out == vl_out
-                    diff = sum(a != b for a, b in zip(hf_out, vl_out))
+                    differing = differences(hf_out, vl_out)
+                    diff = len(differing)
                     row["latent"][batch] = {"s": hf_s, "tokens": hf_tok, "tok_s": hf_tok / hf_s,
-                                            "identical": same, "differing_prompts": diff,
-                                            "differences": differences(hf_out, vl_out)}
+                                            "identical": same, "differing_prompts": diff, "differences": differing}
                     print(f"    vs latent b{batch:<3}: latent-vllm/latent {(vl_tok / vl_s) / (hf_tok / hf_s):6.2f}x "
                           f"tokens/s, identical outputs: {same}" + ("" if same else f" ({diff}/{len(prompts)} differ)"),
                           flush=True)
