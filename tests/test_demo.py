@@ -299,7 +299,7 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     assert "--finetune-steps must be >= 1" in capsys.readouterr().err
 
 
-def test_demo_first_stages_and_resume(tmp_path):
+def test_demo_first_stages_and_resume(tmp_path, capsys):
     from dataclasses import replace
 
     from lm_latent import demo
@@ -307,6 +307,7 @@ def test_demo_first_stages_and_resume(tmp_path):
     plan = replace(demo.QUICK, n_train=64, n_test=4, base_steps=2, base_batch=8)
     tiny = _tiny_cfg(max_steps=plan.base_steps, batch_size=plan.base_batch)
     demo.run_demo(tmp_path, plan, progress=False, stop_after="base", base_config=tiny)
+    assert re.search(r"stage 2/5 base \.\.\. \(about \d+ (s|min) left \(ETA \d\d:\d\d", capsys.readouterr().err)
     state = json.loads((tmp_path / demo.STATE_FILE).read_text())
     assert set(state["stages"]) == {"data", "base"}
     assert (tmp_path / "base" / "pretrain.json").is_file() and (tmp_path / "data" / "gsm8k" / "test.jsonl").is_file()
@@ -315,6 +316,26 @@ def test_demo_first_stages_and_resume(tmp_path):
     assert json.loads((tmp_path / demo.STATE_FILE).read_text())["stages"] == state["stages"]
     with pytest.raises(ValueError, match="another plan"):
         demo.run_demo(tmp_path, replace(plan, n_test=5), progress=False, stop_after="base", base_config=tiny)
+
+
+def test_eta_rescales_the_rest_by_the_pace_of_what_finished():
+    from lm_latent.demo import FULL, QUICK
+    from lm_latent.demo.eta import Eta, estimates
+
+    est = estimates(FULL)
+    assert set(est) == {"base", "sweep", *(f"adapter {r}" for r in FULL.rates)}
+    assert 700 < est["base"] < 830  # the full run's base took 764.5 s (docs/demo.md)
+    assert est["adapter 16"] > est["adapter 0"] > 0  # a latent rate also trains its compressor
+    assert sum(estimates(QUICK).values()) < sum(est.values()) / 4
+    eta = Eta(FULL)
+    assert eta.remaining() == pytest.approx(sum(est.values())) and "2 idle cores" in eta.line()
+    eta.done("base", 2 * est["base"])  # this machine runs at half the pace
+    assert eta.remaining() == pytest.approx(2 * (sum(est.values()) - est["base"]))
+    assert "x2.00" in eta.line()
+    eta.skip("adapter 0")  # already trained: neither counted nor waited for
+    assert eta.remaining() == pytest.approx(2 * (sum(est.values()) - est["base"] - est["adapter 0"]))
+    resumed = Eta(FULL, skipped={"base"})
+    assert resumed.remaining() == pytest.approx(sum(est.values()) - est["base"])
 
 
 @pytest.mark.slow
@@ -329,6 +350,7 @@ def test_demo_quick_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lm_latent.cli", "demo", "--quick", "--out", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "ETA" in proc.stderr  # the run says when it will finish
     report = (out / "report.md").read_text()
     assert "Results" in report and "rate" in report
     assert report.count("generation s") == 1  # one table per fact: the two tables do not repeat each other

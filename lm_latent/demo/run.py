@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from lm_latent.demo.eta import Eta
 from lm_latent.demo.plan import FULL, QUICK, DemoPlan
 from lm_latent.demo.report import build_report
 from lm_latent.demo.stages import State, demo_paths, say, stage_adapters, stage_base, stage_data, stage_sweep
@@ -36,15 +37,18 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
     runners = {
         "data": lambda: stage_data(plan, paths),
         "base": lambda: stage_base(plan, paths, progress, config=base_config),
-        "adapters": lambda: stage_adapters(plan, paths, progress),
+        "adapters": lambda: stage_adapters(plan, paths, progress, eta=eta),
         "sweep": lambda: stage_sweep(plan, paths),
     }
+    done = {s for s in ("base", "sweep") if state.done(s)} | ({f"adapter {r}" for r in plan.rates}
+                                                                if state.done("adapters") else set())
+    eta = Eta(plan, skipped=done)
     total = time.perf_counter()
     for i, stage in enumerate(STAGES, 1):
         if state.done(stage) and stage != "report":
             say(f"stage {i}/{len(STAGES)} {stage}: done earlier ({state.data['stages'][stage]['seconds']} s), skipped")
         else:
-            say(f"stage {i}/{len(STAGES)} {stage} ...")
+            say(f"stage {i}/{len(STAGES)} {stage} ..." + ("" if stage in ("data", "report") else f" ({eta.line()})"))
             start = time.perf_counter()
             if stage == "report":
                 state.finish("report", 0.0)
@@ -53,6 +57,7 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
             else:
                 info = runners[stage]()
                 state.finish(stage, time.perf_counter() - start, info=info)
+                eta.done(stage, time.perf_counter() - start)
             say(f"stage {i}/{len(STAGES)} {stage}: finished in {time.perf_counter() - start:.0f} s")
         if stop_after == stage:
             break

@@ -123,7 +123,9 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     return cfg
 
 
-def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
+def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True, eta=None) -> dict:
+    """``lm-latent train`` per rate, skipping adapters already trained; ``eta`` (:class:`~lm_latent.demo.eta.Eta`)
+    hears of each finished rate."""
     from lm_latent.latent_config import LATENT_CONFIG_NAME
     from lm_latent.training.checkpoints import TrainingInterrupted
     from lm_latent.training.train import run
@@ -134,6 +136,8 @@ def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
         label = "rate 0 (CoT baseline)" if rate == 0 else f"rate {rate}"
         if (target / LATENT_CONFIG_NAME).is_file():
             say(f"adapter {i}/{len(plan.rates)} {label}: already trained ({target})")
+            if eta:
+                eta.skip(f"adapter {rate}")
         else:
             cfg = train_config(plan, paths, rate, progress)
             say(f"adapter {i}/{len(plan.rates)} {label}: lm-latent train, {cfg.max_steps} steps -> {target}")
@@ -143,6 +147,10 @@ def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True) -> dict:
             except TrainingInterrupted as exc:
                 raise RuntimeError(f"lm-latent train for {label}: {exc}; rerun the demo to resume") from exc
             info[str(rate)] = {"seconds": round(time.perf_counter() - start, 1)}
+            if eta:
+                eta.done(f"adapter {rate}", time.perf_counter() - start)
+                say(f"adapter {i}/{len(plan.rates)} {label}: finished in {info[str(rate)]['seconds']:.0f} s; "
+                    f"{eta.line()}")
         meta = json.loads((target / LATENT_CONFIG_NAME).read_text(encoding="utf-8"))
         info.setdefault(str(rate), {})["metrics"] = meta.get("metrics", {})
     return info
