@@ -43,7 +43,7 @@ class Eta:
 
     def done(self, piece: str, seconds: float) -> None:
         estimate = self.left.pop(piece, None)
-        if estimate is not None and seconds > 1.0:  # a piece skipped as already finished tells nothing
+        if estimate is not None and seconds > 1.0:  # a piece too short to time says nothing of the pace
             self.estimated_done += estimate
             self.measured_done += seconds
 
@@ -68,4 +68,3 @@ class Eta:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-

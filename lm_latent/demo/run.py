@@ -56,8 +56,9 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
                 state.finish("report", time.perf_counter() - start)
             else:
                 info = runners[stage]()
-                state.finish(stage, time.perf_counter() - start, info=info)
-                eta.done(stage, time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                state.finish(stage, seconds, info=info)
+                eta.done(stage, seconds)
             say(f"stage {i}/{len(STAGES)} {stage}: finished in {time.perf_counter() - start:.0f} s")
         if stop_after == stage:
             break

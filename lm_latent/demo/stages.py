@@ -146,11 +146,11 @@ def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True, eta=None)
                 print(f"wrote {run(cfg)}", flush=True)
             except TrainingInterrupted as exc:
                 raise RuntimeError(f"lm-latent train for {label}: {exc}; rerun the demo to resume") from exc
-            info[str(rate)] = {"seconds": round(time.perf_counter() - start, 1)}
+            seconds = time.perf_counter() - start
+            info[str(rate)] = {"seconds": round(seconds, 1)}
             if eta:
-                eta.done(f"adapter {rate}", time.perf_counter() - start)
-                say(f"adapter {i}/{len(plan.rates)} {label}: finished in {info[str(rate)]['seconds']:.0f} s; "
-                    f"{eta.line()}")
+                eta.done(f"adapter {rate}", seconds)
+                say(f"adapter {i}/{len(plan.rates)} {label}: finished in {seconds:.0f} s; {eta.line()}")
         meta = json.loads((target / LATENT_CONFIG_NAME).read_text(encoding="utf-8"))
         info.setdefault(str(rate), {})["metrics"] = meta.get("metrics", {})
     return info
