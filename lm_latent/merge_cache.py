@@ -295,3 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no such entries: {', '.join(missing)}", file=sys.stderr)
         return 1
     return 0
+
+
+def generation_eos(checkpoint) -> int | list[int] | None:
+    """The EOS id(s) a checkpoint's ``generation_config.json`` names, which vLLM also stops on."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(checkpoint)).eos_token_id
+    except OSError:  # no generation_config.json: vLLM then stops on the tokenizer's EOS only
+        return None

