@@ -15,7 +15,7 @@ COMMANDS = {
     "cache": ("lm_latent.merge_cache:main", "list or clear the merged checkpoints of --model latent-vllm"),
     "sweep": ("lm_latent.sweep:main", "lm_eval once per rate, then the results table and the chart"),
     "plot": ("lm_latent.sweep:plot_main", "redraw the table and chart of a sweep folder"),
-    "demo": ("lm_latent.demo:main", "the whole method in miniature, offline on a CPU (--quick: ~8 min on 2 cores)"),
+    "demo": ("lm_latent.demo:main", "the whole method in miniature, offline on a CPU (--quick: ~4 min on 2 cores)"),
     "eval": ("lm_latent.cli:eval_main", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }
 

@@ -172,6 +172,19 @@ def wheel_target(tmp_path_factory, built_wheel) -> Path:
     return target
 
 
+def test_wheel_ships_the_demo_base_intact(built_wheel):
+    """The demo's base travels in the wheel, weights included (a *.safetensors ignore rule would drop them)."""
+    import hashlib
+
+    wheel = zipfile.ZipFile(built_wheel)
+    folder = "lm_latent/demo/pretrained_base/"
+    shipped = {n.removeprefix(folder) for n in wheel.namelist() if n.startswith(folder)}
+    assert shipped == {p.name for p in (ROOT / folder).iterdir()}
+    record = json.loads(wheel.read(folder + "pretrain.json"))
+    for name, digest in record["sha256"].items():
+        assert hashlib.sha256(wheel.read(folder + name)).hexdigest() == digest
+
+
 def _wheel_env(target: Path) -> dict:
     # -S: no site, so neither this checkout's _lm_latent.pth nor the start-up hook runs; the
     # dependencies come from this environment's site-packages as a plain path, after the wheel.

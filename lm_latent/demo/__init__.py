@@ -7,8 +7,10 @@ Stages (each one skipped when rerun after it finished, so an interrupted demo co
 1. ``data``     seeded GSM8K-like word problems, train + held-out test
                 (:mod:`lm_latent.demo.synthetic`) in ``OUT/data/gsm8k/``, and the base
                 model's corpus ``OUT/data/pretrain.jsonl`` (training problems, half solved tersely)
-2. ``base``     a tiny Llama trained from scratch on that corpus, with its own tokenizer
-                (:mod:`lm_latent.demo.base`): ``OUT/base/``
+2. ``base``     the tiny Llama shipped with the package, copied to ``OUT/base/``
+                (:mod:`lm_latent.demo.pretrained`: the full plan's base, pretrained once by this
+                demo), or with ``--train-base`` one trained from scratch on that corpus, with its
+                own tokenizer (:mod:`lm_latent.demo.base`)
 3. ``adapters`` ``lm-latent train`` for rate 0 (plain CoT, the baseline) and every latent rate,
                 all with the same fine-tuning steps: ``OUT/adapters/rate<r>/``
 4. ``sweep``    ``lm-latent sweep``: ``lm_eval --model latent`` per rate on the held-out set
@@ -22,7 +24,8 @@ writes latent tokens); the full run is the miniature of the paper's rate sweep. 
 costs and what it measured is in ``docs/demo.md``.
 
 Modules: :mod:`~lm_latent.demo.plan` (the plans), :mod:`~lm_latent.demo.synthetic` (the data),
-:mod:`~lm_latent.demo.base` (the base model), :mod:`~lm_latent.demo.stages` (each stage, through
+:mod:`~lm_latent.demo.base` (pretraining the base model), :mod:`~lm_latent.demo.pretrained` (the
+shipped one), :mod:`~lm_latent.demo.stages` (each stage, through
 the real training and sweep recipes), :mod:`~lm_latent.demo.report` (``report.md``) and
 :mod:`~lm_latent.demo.run` (the driver and the command line).
 """

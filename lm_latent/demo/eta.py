@@ -15,6 +15,7 @@ from lm_latent.demo.plan import DemoPlan
 BASE_SECONDS_PER_ROW_STEP = 0.32 / 32   # base pretraining, per sample per step (4 layers, hidden 128)
 FINETUNE_SECONDS_PER_ROW_STEP = 0.6 / 32  # LoRA fine-tuning, per sample per step
 COMPRESSOR_SECONDS_PER_ROW_STEP = 0.25 / 64
+BASE_COPY_SECONDS = 1.0                 # the shipped base, copied
 ADAPTER_OVERHEAD = 10.0                 # tokenising, loading and saving, per rate
 EVAL_SECONDS_PER_PROBLEM = 0.03
 EVAL_OVERHEAD = 18.0                    # one lm_eval process per rate
@@ -23,7 +24,8 @@ EVAL_OVERHEAD = 18.0                    # one lm_eval process per rate
 def estimates(plan: DemoPlan) -> dict[str, float]:
     """Estimated seconds of each piece of work: ``base``, ``adapter <r>`` per rate, ``sweep``."""
     layers = plan.base_layers / 4
-    out = {"base": plan.base_steps * plan.base_batch * BASE_SECONDS_PER_ROW_STEP * layers}
+    out = {"base": plan.base_steps * plan.base_batch * BASE_SECONDS_PER_ROW_STEP * layers if plan.train_base
+           else BASE_COPY_SECONDS}
     for rate in plan.rates:
         seconds = ADAPTER_OVERHEAD + plan.finetune_steps * plan.finetune_batch * FINETUNE_SECONDS_PER_ROW_STEP
         if rate:

@@ -106,7 +106,8 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
               f"- data: {plan.n_train} synthetic GSM8K-like training problems (2-4 steps), {plan.n_test} held-out "
               f"(`{paths['data']}`)",
               f"- base model: tiny Llama, {base['parameters'] / 1e6:.2f}M parameters, own BPE tokenizer "
-              f"({base['vocab_size']} ids), {base['steps']} steps at batch {plan.base_batch} "
+              f"({base['vocab_size']} ids), {base['steps']} steps at batch {base['config']['batch_size']}"
+              f"{', the one shipped with lm-latent' if 'trained_by' in base else ''} "
               f"({_fmt(base.get('seconds_per_step'), '.2f')} s/step, final loss {_fmt(base.get('final_loss'), '.3f')})",
               f"- adapters: rates {', '.join(map(str, plan.rates))}; every rate fine-tuned {plan.finetune_steps} steps "
               f"(LoRA r={plan.lora_r}, lr {plan.finetune_lr}, batch {plan.finetune_batch}); compressors "

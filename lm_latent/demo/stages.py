@@ -79,10 +79,16 @@ def base_config(plan: DemoPlan):
 
 
 def stage_base(plan: DemoPlan, paths: dict, progress: bool = True, config=None) -> dict:
-    """Pretrain the base on ``OUT/data/pretrain.jsonl``; ``config`` replaces :func:`base_config` (tests)."""
+    """The shipped base copied to ``OUT/base``, or (``plan.train_base`` or a ``config``, which replaces
+    :func:`base_config` in tests) a base pretrained on ``OUT/data/pretrain.jsonl``."""
     from lm_latent.demo.base import pretrain
+    from lm_latent.demo.pretrained import copy_pretrained
 
-    record = pretrain(paths["pretrain"], paths["base"], config or base_config(plan), progress=progress)
+    if plan.train_base or config is not None:
+        record = pretrain(paths["pretrain"], paths["base"], config or base_config(plan), progress=progress)
+    else:
+        record = copy_pretrained(paths["base"])
+        say(f"base model: the one shipped with lm-latent ({record['trained_by']})")
     say(f"base model: {record['parameters'] / 1e6:.2f}M parameters, {record['steps']} steps, "
         f"{record['seconds_per_step'] or float('nan'):.2f} s/step, final loss {record['final_loss']:.3f}")
     return {k: record[k] for k in ("parameters", "steps", "seconds_per_step", "final_loss")}
