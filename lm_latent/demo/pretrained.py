@@ -20,10 +20,10 @@ import os
 import shutil
 from pathlib import Path
 
+from lm_latent.demo.base import DONE_NAME as RECORD_NAME  # copied last, it marks the copy finished
 from lm_latent.demo.plan import DemoPlan
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained_base")
-RECORD_NAME = "pretrain.json"  # lm_latent.demo.base.DONE_NAME: copied last, it marks the copy finished
 
 
 def shipped_record() -> dict:
