@@ -27,7 +27,9 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
 
     from lm_latent.fileio import write_text_atomic
 
-    if not plan.train_base and base_config is None:
+    if base_config is not None:  # a base recipe of its own: trained, not the shipped one
+        plan = replace(plan, train_base=True)
+    if not plan.train_base:
         from lm_latent.demo.pretrained import check_fits
 
         check_fits(plan)  # before anything is written

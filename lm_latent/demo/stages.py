@@ -79,12 +79,12 @@ def base_config(plan: DemoPlan):
 
 
 def stage_base(plan: DemoPlan, paths: dict, progress: bool = True, config=None) -> dict:
-    """The shipped base copied to ``OUT/base``, or (``plan.train_base`` or a ``config``, which replaces
-    :func:`base_config` in tests) a base pretrained on ``OUT/data/pretrain.jsonl``."""
+    """The shipped base copied to ``OUT/base``, or with ``plan.train_base`` a base pretrained on
+    ``OUT/data/pretrain.jsonl`` (``config`` replaces :func:`base_config` in tests)."""
     from lm_latent.demo.base import pretrain
     from lm_latent.demo.pretrained import copy_pretrained
 
-    if plan.train_base or config is not None:
+    if plan.train_base:
         record = pretrain(paths["pretrain"], paths["base"], config or base_config(plan), progress=progress)
     else:
         record = copy_pretrained(paths["base"])
