@@ -108,6 +108,26 @@ def test_pretrain_corpus_mixes_verbose_and_terse_solutions_of_the_training_probl
         synthetic.pretrain_rows(rows, 1.5)
 
 
+def test_equations_corpus_is_the_bare_arithmetic_of_the_training_problems(tmp_path):
+    """``base_corpus="equations"``: the base never reads the solution format, only its arithmetic."""
+    mixed = synthetic.write_dataset(tmp_path / "m", n_train=200, n_test=10, seed=0)
+    paths = synthetic.write_dataset(tmp_path / "e", n_train=200, n_test=10, seed=0, base_corpus="equations")
+    for split in ("train", "test"):  # the problems and their traces are the same: only the base corpus differs
+        assert paths[split].read_text() == mixed[split].read_text()
+    train, _ = synthetic.split(200, 10, seed=0)
+    corpus = read_rows(paths["pretrain"])
+    assert [c["question"] for c in corpus] == [r["question"] for r in train]
+    for c, r in zip(corpus, train):
+        bare, final = c["answer"].split("\n#### ")
+        assert re.fullmatch(r"[0-9 +*/=;-]+", bare) and final == str(r["value"])
+        assert [[int(a), op, int(b), int(v)] for a, op, b, v in _EQ.findall(bare)] == r["equations"]
+    assert json.loads(paths["meta"].read_text())["base_corpus"] == "equations"
+    assert synthetic.is_finished(tmp_path / "e", 200, 10, 0, base_corpus="equations")
+    assert not synthetic.is_finished(tmp_path / "e", 200, 10, 0)  # the mixed corpus is another dataset
+    with pytest.raises(ValueError, match="unknown base corpus"):
+        synthetic.pretrain_rows(train, corpus="prose")
+
+
 def test_write_dataset_layout_skip_and_real_task_loader(tmp_path):
     from lm_latent.tasks.benchmarks import load_docs
 
@@ -301,6 +321,22 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--quick", "--out", str(tmp_path / "e"), "--finetune-steps", "0"])
     assert "--finetune-steps must be >= 1" in capsys.readouterr().err
+    # the fair-chance variants: a base that never saw the solution format, latent steps, schedule
+    assert demo.main(["--quick", "--out", str(tmp_path / "v"), "--stop-after", "data", "--base-corpus", "equations",
+                      "--latent-finetune-steps", "9", "--schedule", "0, 16", "--no-progress"]) == 0
+    plan = json.loads((tmp_path / "v" / demo.STATE_FILE).read_text())["plan"]
+    assert (plan["base_corpus"], plan["base_prompt_loss"], plan["train_base"]) == ("equations", True, True)
+    assert (plan["latent_finetune_steps"], plan["schedule"], plan["finetune_steps"]) == (9, "0,16", 80)
+    assert "We need to find" not in (tmp_path / "v" / "data" / "pretrain.jsonl").read_text()
+    from lm_latent.demo.stages import base_config, demo_paths, train_config
+
+    recorded = demo.DemoPlan(**{**plan, "rates": tuple(plan["rates"])})
+    paths = demo_paths(tmp_path / "v")
+    assert train_config(recorded, paths, 16).max_steps == 9 and train_config(recorded, paths, 0).max_steps == 80
+    assert train_config(recorded, paths, 16).finetune.schedule == (0, 16) and base_config(recorded).prompt_loss
+    with pytest.raises(SystemExit):
+        demo.main(["--quick", "--out", str(tmp_path / "s"), "--schedule", "0,x"])
+    assert "--schedule" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_demo_first_stages_and_resume(tmp_path, capsys):
@@ -344,7 +380,9 @@ def test_shipped_base_is_copied_checked_and_refused_where_it_does_not_fit(tmp_pa
     model = AutoModelForCausalLM.from_pretrained(str(base))
     assert sum(p.numel() for p in model.parameters()) == record["parameters"] and len(tok) == record["vocab_size"]
     for bad, match in ((replace(plan, n_test=1001), "n_test 1001"), (replace(plan, seed=1), "seed 1"),
-                       (replace(plan, terse_fraction=0.3), "terse_fraction")):
+                       (replace(plan, terse_fraction=0.3), "terse_fraction"),
+                       (replace(plan, base_corpus="equations"), "base corpus"),
+                       (replace(plan, base_prompt_loss=True), "prompt loss")):
         with pytest.raises(ValueError, match=match):
             demo.run_demo(tmp_path / "refused", bad, progress=False, stop_after="base")
         assert not (tmp_path / "refused").exists()  # refused before anything is written
@@ -428,6 +466,15 @@ def test_demo_quick_end_to_end(tmp_path):
     assert rows[0].avg_accuracy >= 0.2, report  # on the shipped base, the CoT baseline solves problems
     for rate in (r for r in demo.QUICK.rates if r):
         assert rows[rate].avg_latent_usage > 0.5, (rate, report)  # latents in most answers
+    # what the codes tell, scored on the real compressor's codes of the held-out traces
+    codes = report.split("## What the codes identify", 1)[1]
+    assert re.search(r"\| 16 \| opener \| \d+ \| 3 \| \d+\.\d \| \d+\.\d \|", codes), codes
+    # the variants table over runs: one row per rate against the run's own CoT
+    from lm_latent.demo import compare
+
+    table = compare.table([("quick", out)])
+    assert table.count("\n| quick |") == len(demo.QUICK.rates), table
+    assert f"| quick | 0 (CoT) | {demo.QUICK.finetune_steps} | {100 * rows[0].avg_accuracy:.1f} ± " in table
 
 
 @pytest.mark.parametrize("acc,tokens", [((0.017, 0.0), (200.0, 200.0)),  # the old quick run: 0% at rate 16
@@ -484,3 +531,43 @@ def test_decoded_accuracy_counts_answers_that_open_with_latents(tmp_path):
     assert answers == 2
     assert acc == pytest.approx((n_exact + half_hits) / (n_exact + len(half_ids)))
     assert math.isnan(decoded_accuracy(ignored, tok)[0])
+
+
+def test_target_is_one_se_below_cot_with_fewer_tokens_and_less_time():
+    """The report's rule: accuracy >= CoT's minus its SE, tokens <= 83% and generation time <= 85% of CoT's."""
+    from lm_latent.demo.report import meets_target
+    from lm_latent.report import RateRow
+
+    def row(acc: float, tokens: float, seconds: float) -> RateRow:
+        return RateRow(rate=16, accuracy={"gsm8k": acc}, gen_tokens={"gsm8k": tokens}, n_samples={"gsm8k": 1000},
+                       generation_seconds=seconds)
+
+    cot = row(0.80, 100.0, 40.0)
+    se = math.sqrt(0.8 * 0.2 / 1000)
+    assert cot.avg_stderr == pytest.approx(se)
+    assert meets_target(row(0.80 - 0.9 * se, 83.0, 34.0), cot)
+    assert not meets_target(row(0.80 - 1.1 * se, 83.0, 34.0), cot)  # more than one SE below
+    assert not meets_target(row(0.85, 84.0, 30.0), cot)  # too few tokens saved
+    assert not meets_target(row(0.85, 70.0, 35.0), cot)  # too little time saved
+    assert not meets_target(row(0.85, 70.0, math.nan), cot)  # no time measured: not met
+
+
+def test_code_content_scores_what_a_code_tells_against_the_position_alone():
+    """A code that names the chunk's person tells it on unseen problems; a collapsed code tells nothing more
+    than the chunk position."""
+    from lm_latent.demo.code_content import FEATURES, replaced_positions, score
+
+    problems = synthetic.generate(1000, seed=3)
+    chunks = [(i, p["answer"].split(".")[0], sentence) for i, p in enumerate(problems)
+              for sentence in p["question"].split(". ")[:2]]
+    names = [n for n, _ in synthetic.NAMES]
+    person = FEATURES["person"]
+    telling = [(i, (names.index(person(text)) if person(text) else 99,), text, opener) for i, opener, text in chunks]
+    collapsed = [(i, (7,), text, opener) for i, opener, text in chunks]
+    told = {s.feature: s for s in score(telling)}
+    blind = {s.feature: s for s in score(collapsed)}
+    assert set(told) == {"opener", "person", "item", "number"}
+    assert told["person"].by_code == 1.0 and told["person"].values > 10
+    assert told["person"].by_position < 0.2 and told["person"].chunks > 100
+    assert all(blind[f].by_code == blind[f].by_position for f in blind)
+    assert replaced_positions("0,48", 16) == 3 and replaced_positions("0,48", 32) == 1 and replaced_positions("8", 16) == 1

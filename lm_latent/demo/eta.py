@@ -27,7 +27,7 @@ def estimates(plan: DemoPlan) -> dict[str, float]:
     out = {"base": plan.base_steps * plan.base_batch * BASE_SECONDS_PER_ROW_STEP * layers if plan.train_base
            else BASE_COPY_SECONDS}
     for rate in plan.rates:
-        seconds = ADAPTER_OVERHEAD + plan.finetune_steps * plan.finetune_batch * FINETUNE_SECONDS_PER_ROW_STEP
+        seconds = ADAPTER_OVERHEAD + plan.steps_for(rate) * plan.finetune_batch * FINETUNE_SECONDS_PER_ROW_STEP
         if rate:
             seconds += plan.compressor_steps * plan.compressor_batch * COMPRESSOR_SECONDS_PER_ROW_STEP
         out[f"adapter {rate}"] = seconds

@@ -37,6 +37,15 @@ class DemoPlan:
     schedule: str = "0,48"
     # share of the base model's corpus solved without the restatement (synthetic.pretrain_rows)
     terse_fraction: float = 0.5
+    # the base model's corpus (synthetic.BASE_CORPORA): "mixed", the solution format (restating
+    # and terse, as above); "equations", the bare arithmetic, so that neither CoT nor latent
+    # fine-tuning continues a format the base already writes. base_prompt_loss: the base also
+    # models the questions (the problems' language, which "mixed" teaches through restating)
+    base_corpus: str = "mixed"
+    base_prompt_loss: bool = False
+    # fine-tuning steps of the latent rates (None: finetune_steps, as rate 0); a larger value
+    # matches the tokens they see to rate 0's, their samples being shorter
+    latent_finetune_steps: int | None = None
     compressor_lr: float = 2e-3
     compressor_batch: int = 64
     compressor_hidden: int = 128
@@ -49,6 +58,10 @@ class DemoPlan:
     # False: the base shipped with the package (FULL's base recipe, trained once by this demo), as a
     # study starts from a published pretrained model; True: pretrain the base_* recipe above
     train_base: bool = False
+
+    def steps_for(self, rate: int) -> int:
+        """Fine-tuning steps of one rate's adapter."""
+        return self.latent_finetune_steps if rate and self.latent_finetune_steps else self.finetune_steps
 
 
 # the miniature of the paper's rate sweep, on the seed figure's rates

@@ -11,6 +11,7 @@ from pathlib import Path
 from lm_latent.demo.eta import Eta
 from lm_latent.demo.plan import FULL, QUICK, DemoPlan
 from lm_latent.demo.report import build_report
+from lm_latent.demo.synthetic import BASE_CORPORA
 from lm_latent.demo.stages import State, demo_paths, say, stage_adapters, stage_base, stage_data, stage_sweep
 
 STAGES = ("data", "base", "adapters", "sweep", "report")
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-base", action="store_true",
                    help="pretrain the base model from scratch (the full plan's: ~20 min on 2 cores) instead of "
                         "copying the one shipped with lm-latent")
+    p.add_argument("--base-corpus", choices=BASE_CORPORA, default=None,
+                   help="the base model's corpus: 'mixed', the solution format (the shipped base's); "
+                        "'equations', bare arithmetic and the questions' language, never the solution format "
+                        "(pretrains the base: implies --train-base)")
+    p.add_argument("--latent-finetune-steps", type=int, default=None,
+                   help="fine-tuning steps of the latent rates only (e.g. to match the tokens rate 0 sees)")
+    p.add_argument("--schedule", default=None,
+                   help="override the plan's replacement schedule, text tokens m per sample, e.g. 0,48")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -103,6 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         # train caps the compressor at --max-steps; record the steps it will really take
         plan = replace(plan, finetune_steps=args.finetune_steps,
                        compressor_steps=min(plan.compressor_steps, args.finetune_steps))
+    if args.base_corpus == "equations":
+        plan = replace(plan, base_corpus="equations", base_prompt_loss=True, train_base=True)
+    if args.latent_finetune_steps is not None:
+        if args.latent_finetune_steps < 1:
+            p.error(f"--latent-finetune-steps must be >= 1, got {args.latent_finetune_steps}")
+        plan = replace(plan, latent_finetune_steps=args.latent_finetune_steps)
+    if args.schedule is not None:
+        from lm_latent.training.mixed_traces import parse_schedule
+
+        try:
+            plan = replace(plan, schedule=",".join(map(str, parse_schedule(args.schedule))))
+        except ValueError as exc:
+            p.error(f"--schedule: {exc}")
     try:
         report = run_demo(args.out, plan, progress=not args.no_progress, restart=args.restart,
                           stop_after=args.stop_after)

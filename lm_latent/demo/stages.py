@@ -62,7 +62,8 @@ def stage_data(plan: DemoPlan, paths: dict) -> dict:
     from lm_latent.demo.synthetic import write_dataset
     from lm_latent.training.data import read_rows
 
-    write_dataset(paths["data"], plan.n_train, plan.n_test, plan.seed, terse_fraction=plan.terse_fraction)
+    write_dataset(paths["data"], plan.n_train, plan.n_test, plan.seed, terse_fraction=plan.terse_fraction,
+                  base_corpus=plan.base_corpus)
     example = read_rows(paths["test"])[0]
     say(f"held-out example:\n  Q: {example['question']}\n  A: {example['answer']}")
     return {"n_train": plan.n_train, "n_test": plan.n_test}
@@ -74,6 +75,7 @@ def base_config(plan: DemoPlan):
     return PretrainConfig(hidden_size=plan.base_hidden, num_layers=plan.base_layers,
                           intermediate_size=plan.base_intermediate,
                           max_steps=plan.base_steps, batch_size=plan.base_batch, learning_rate=plan.base_lr,
+                          prompt_loss=plan.base_prompt_loss,
                           save_steps=max(10, plan.base_steps // 8), logging_steps=max(5, plan.base_steps // 40),
                           seed=plan.seed)
 
@@ -109,7 +111,7 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     from lm_latent.training.train import TrainConfig
     from lm_latent.training.train_compressor import CompressorTrainConfig
 
-    steps = plan.finetune_steps
+    steps = plan.steps_for(rate)
     finetune = FinetuneConfig(lora_r=plan.lora_r, lora_alpha=plan.lora_alpha, learning_rate=plan.finetune_lr,
                               batch_size=plan.finetune_batch, grad_accum=1, save_steps=max(10, steps // 4),
                               logging_steps=max(5, steps // 20), seed=plan.seed)

@@ -13,7 +13,8 @@ A folder written by :func:`write_dataset` is laid out like ``shared/data``::
     DIR/gsm8k/train.jsonl    training problems
     DIR/gsm8k/test.jsonl     held-out problems (no question text shared with train)
     DIR/pretrain.jsonl       the base model's corpus: the training problems, each solved either
-                             verbosely (as in train.jsonl) or tersely (the steps alone)
+                             verbosely (as in train.jsonl) or tersely (the steps alone), or
+                             (base corpus "equations") by their bare equations
     DIR/synthetic.json       how it was made (written last: its presence means "finished")
 
 so ``lm_eval --model latent ... --tasks gsm8k --metadata data_dir=DIR`` grades the held-out set
@@ -40,6 +41,8 @@ TASK_DIR = "gsm8k"
 PRETRAIN_NAME = "pretrain.jsonl"
 FORMAT_VERSION = 2
 TERSE_FRACTION = 0.5
+# "mixed": the solution format itself, verbose and terse; "equations": the bare arithmetic
+BASE_CORPORA = ("mixed", "equations")
 
 NAMES = [("Ann", "she"), ("Ben", "he"), ("Cara", "she"), ("Dev", "he"), ("Eli", "he"), ("Fay", "she"),
          ("Gus", "he"), ("Hana", "she"), ("Ivan", "he"), ("Jade", "she"), ("Kofi", "he"), ("Lena", "she"),
@@ -235,7 +238,8 @@ def make_problem(rng: random.Random, n_steps: int | None = None) -> dict:
 
     Returns ``question``, ``answer`` (trace + ``"\\n#### N"``), ``terse_answer`` (the same
     solution without the restatement: the computation sentences alone), ``value`` (N),
-    ``steps`` (the operations performed) and ``equations`` (``[a, op, b, result]`` each).
+    ``equations_answer`` (the equations alone, ``"34 - 26 = 8; 8 * 2 = 16"``), ``steps`` (the
+    operations performed) and ``equations`` (``[a, op, b, result]`` each).
     """
     target = n_steps or rng.choice([2, 3, 3, 4])
     if not 2 <= target <= 4:
@@ -274,8 +278,10 @@ def make_problem(rng: random.Random, n_steps: int | None = None) -> dict:
         trace = _singular(s, " ".join([opener, *s.question[:-1], goal, *s.steps]))
         terse = _singular(s, " ".join(s.steps))
         question = _singular(s, " ".join(s.question))
+        bare = "; ".join(f"{a} {op} {b} = {v}" for a, op, b, v in s.equations)
         return {"question": question, "answer": f"{trace}\n#### {s.x}", "terse_answer": f"{terse}\n#### {s.x}",
-                "value": s.x, "steps": target, "equations": [list(e) for e in s.equations]}
+                "equations_answer": f"{bare}\n#### {s.x}", "value": s.x, "steps": target,
+                "equations": [list(e) for e in s.equations]}
     raise RuntimeError("could not build a problem in 100 tries")  # pragma: no cover
 
 
@@ -308,7 +314,8 @@ def gsm8k_row(row: dict) -> dict:
     return {"question": row["question"], "answer": row["answer"]}
 
 
-def pretrain_rows(train: list[dict], terse_fraction: float = TERSE_FRACTION, seed: int = 0) -> list[dict]:
+def pretrain_rows(train: list[dict], terse_fraction: float = TERSE_FRACTION, seed: int = 0,
+                  corpus: str = "mixed") -> list[dict]:
     """The base model's corpus: every training problem once, solved tersely with ``terse_fraction``.
 
     A real base model has read solutions that restate the problem first and solutions that go
@@ -316,7 +323,16 @@ def pretrain_rows(train: list[dict], terse_fraction: float = TERSE_FRACTION, see
     only ever saw restated traces cannot compute after latent tokens replaced the
     restatement (it copies the numbers from the restatement, not from the question), which
     a 3B model can; the terse half stands in for that reading.
+
+    ``corpus="equations"`` solves every problem by its bare equations instead: a base that
+    knows the problems' language (trained with the prompt loss) and their arithmetic, but has
+    never seen the solution format that CoT and latent fine-tuning both teach, as Llama-3.2-3B
+    had not seen MetaMathQA's.
     """
+    if corpus not in BASE_CORPORA:
+        raise ValueError(f"unknown base corpus {corpus!r}; choose one of {', '.join(BASE_CORPORA)}")
+    if corpus == "equations":
+        return [{"question": r["question"], "answer": r["equations_answer"]} for r in train]
     if not 0.0 <= terse_fraction <= 1.0:
         raise ValueError(f"terse_fraction must be in [0, 1], got {terse_fraction}")
     rng = random.Random(seed * 1000 + 3)
@@ -335,7 +351,7 @@ def dataset_paths(out_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def is_finished(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int,
-                terse_fraction: float = TERSE_FRACTION) -> bool:
+                terse_fraction: float = TERSE_FRACTION, base_corpus: str = "mixed") -> bool:
     meta_path = dataset_paths(out_dir)["meta"]
     if not meta_path.is_file():
         return False
@@ -344,15 +360,17 @@ def is_finished(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int
     except json.JSONDecodeError:
         return False
     keys = ("n_train", "n_test", "seed", "terse_fraction", "format_version")
-    return tuple(meta.get(k) for k in keys) == (n_train, n_test, seed, terse_fraction, FORMAT_VERSION)
+    return (tuple(meta.get(k) for k in keys) == (n_train, n_test, seed, terse_fraction, FORMAT_VERSION)
+            and meta.get("base_corpus", "mixed") == base_corpus)
 
 
 def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int = 500, seed: int = 0,
-                  overwrite: bool = False, terse_fraction: float = TERSE_FRACTION) -> dict[str, Path]:
+                  overwrite: bool = False, terse_fraction: float = TERSE_FRACTION,
+                  base_corpus: str = "mixed") -> dict[str, Path]:
     """Write ``DIR/gsm8k/{train,test}.jsonl``, ``DIR/pretrain.jsonl`` and ``DIR/synthetic.json``
     (last); skip if already done."""
     paths = dataset_paths(out_dir)
-    if not overwrite and is_finished(out_dir, n_train, n_test, seed, terse_fraction):
+    if not overwrite and is_finished(out_dir, n_train, n_test, seed, terse_fraction, base_corpus):
         return paths
     paths["train"].parent.mkdir(parents=True, exist_ok=True)
     if paths["meta"].exists():
@@ -360,11 +378,12 @@ def write_dataset(out_dir: str | os.PathLike, n_train: int = 30000, n_test: int 
     train, test = split(n_train, n_test, seed)
     _write_jsonl(paths["train"], train)
     _write_jsonl(paths["test"], test)
-    _write_jsonl(paths["pretrain"], pretrain_rows(train, terse_fraction, seed))
+    _write_jsonl(paths["pretrain"], pretrain_rows(train, terse_fraction, seed, base_corpus))
     steps = {k: sum(r["steps"] == k for r in train) for k in (2, 3, 4)}
     words = sum(len(r["answer"].split()) for r in train) / max(1, len(train))
     meta = {"format_version": FORMAT_VERSION, "generator": "lm_latent.demo.synthetic", "seed": seed,
-            "n_train": n_train, "n_test": n_test, "terse_fraction": terse_fraction, "train_steps": steps,
+            "n_train": n_train, "n_test": n_test, "terse_fraction": terse_fraction, "base_corpus": base_corpus,
+            "train_steps": steps,
             "mean_trace_words": round(words, 1)}
     write_json_atomic(paths["meta"], meta)
     return paths
@@ -379,11 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--terse-fraction", type=float, default=TERSE_FRACTION,
                    help="share of pretrain.jsonl solved without the restatement")
+    p.add_argument("--base-corpus", choices=BASE_CORPORA, default="mixed",
+                   help="how pretrain.jsonl solves the problems: the solution format, or bare equations")
     p.add_argument("--overwrite", action="store_true", help="rewrite even if a finished set is there")
     p.add_argument("--show", type=int, default=0, help="print this many held-out examples")
     args = p.parse_args(argv)
     paths = write_dataset(args.out, args.train, args.test, args.seed, overwrite=args.overwrite,
-                          terse_fraction=args.terse_fraction)
+                          terse_fraction=args.terse_fraction, base_corpus=args.base_corpus)
     print(f"wrote {paths['train']} ({args.train} rows), {paths['test']} ({args.test} rows) and "
           f"{paths['pretrain']}")
     for row in read_rows(paths["test"])[: args.show]:
