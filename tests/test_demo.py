@@ -330,7 +330,9 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     assert "We need to find" not in (tmp_path / "v" / "data" / "pretrain.jsonl").read_text()
     from lm_latent.demo.stages import base_config, demo_paths, train_config
 
-    recorded = demo.DemoPlan(**{**plan, "rates": tuple(plan["rates"])})
+    from lm_latent.demo.plan import plan_from_record
+
+    recorded = plan_from_record(plan)
     paths = demo_paths(tmp_path / "v")
     assert train_config(recorded, paths, 16).max_steps == 9 and train_config(recorded, paths, 0).max_steps == 80
     assert train_config(recorded, paths, 16).finetune.schedule == (0, 16) and base_config(recorded).prompt_loss

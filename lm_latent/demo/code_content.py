@@ -82,8 +82,8 @@ def score(rows: list[tuple[int, tuple[int, ...], str, str]]) -> list[FeatureScor
     return scores
 
 
-def code_rows(adapter: str | Path, base: str | Path, test_file: str | Path, positions: int) -> list:
-    """(problem, codes, chunk text, opener) for the first ``positions`` whole chunks of every held-out trace."""
+def code_rows(adapter: str | Path, base: str | Path, test_file: str | Path, schedule: str) -> list:
+    """(problem, codes, chunk text, opener) for the whole chunks ``schedule`` replaces in every held-out trace."""
     import torch
     from transformers import AutoTokenizer
 
@@ -96,6 +96,7 @@ def code_rows(adapter: str | Path, base: str | Path, test_file: str | Path, posi
     examples = load_examples(str(test_file))
     samples = tokenize_examples(examples, tokenizer, progress=False)
     L = compressor.config.chunk_len
+    positions = replaced_positions(schedule, L)
     flat, meta = [], []
     for i, (ex, s) in enumerate(zip(examples, samples)):
         opener = ex.trace.split(".")[0]
@@ -111,14 +112,6 @@ def code_rows(adapter: str | Path, base: str | Path, test_file: str | Path, posi
 def replaced_positions(schedule: str, chunk_len: int) -> int:
     """Chunk positions the schedule's largest m replaces (at least one)."""
     return max(1, max(int(m) for m in schedule.split(",")) // chunk_len)
-
-
-def rate_scores(adapter: str | Path, base: str | Path, test_file: str | Path, schedule: str) -> list[FeatureScore]:
-    """:func:`score` of one latent adapter's compressor on the chunk positions ``schedule`` replaces."""
-    from lm_latent.decode import load_compressor
-
-    chunk_len = load_compressor(adapter).config.chunk_len
-    return score(code_rows(adapter, base, test_file, replaced_positions(schedule, chunk_len)))
 
 
 def markdown(by_rate: dict[int, list[FeatureScore]]) -> str:
@@ -138,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     from lm_latent.demo.stages import demo_paths
 
     paths = demo_paths(Path(args.out))
-    scores = rate_scores(paths["adapters"] / f"rate{args.rate}", paths["base"], paths["test"], args.schedule)
-    print(markdown({args.rate: scores}))
+    rows = code_rows(paths["adapters"] / f"rate{args.rate}", paths["base"], paths["test"], args.schedule)
+    print(markdown({args.rate: score(rows)}))
     return 0
 
 

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from lm_latent.demo.plan import DemoPlan
+from lm_latent.demo.plan import plan_from_record
 from lm_latent.demo.report import _samples, decoded_accuracy, meets_target
 from lm_latent.demo.stages import STATE_FILE, demo_paths
 
@@ -31,8 +31,7 @@ def rows_of(label: str, out: str | Path) -> list[str]:
 
     out = Path(out)
     paths = demo_paths(out)
-    record = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))["plan"]
-    plan = DemoPlan(**{**record, "rates": tuple(record["rates"])})
+    plan = plan_from_record(json.loads((out / STATE_FILE).read_text(encoding="utf-8"))["plan"])
     rows = {r.rate: r for r in collect(paths["results"])}
     if 0 not in rows:
         raise ValueError(f"{out} has no rate-0 (CoT) result to compare with; finish its sweep first")

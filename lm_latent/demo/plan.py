@@ -80,3 +80,8 @@ def plan_record(plan: DemoPlan) -> dict:
     rec = asdict(plan)
     rec["rates"] = list(plan.rates)
     return rec
+
+
+def plan_from_record(record: dict) -> DemoPlan:
+    """The inverse of :func:`plan_record` (fields added since the record was written take their defaults)."""
+    return DemoPlan(**{**record, "rates": tuple(record["rates"])})

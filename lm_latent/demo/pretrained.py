@@ -41,11 +41,11 @@ def check_fits(plan: DemoPlan) -> None:
                         f"held-out problems)")
     if plan.terse_fraction != recipe["terse_fraction"]:
         problems.append(f"terse_fraction {plan.terse_fraction} (its corpus used {recipe['terse_fraction']})")
-    if plan.base_corpus != recipe.get("base_corpus", "mixed"):
-        problems.append(f"base corpus {plan.base_corpus!r} (its corpus was {recipe.get('base_corpus', 'mixed')!r})")
-    if plan.base_prompt_loss != recipe.get("prompt_loss", False):
-        shipped = recipe.get("prompt_loss", False)
-        problems.append(f"base prompt loss {plan.base_prompt_loss} (the shipped base's: {shipped})")
+    corpus, prompt_loss = recipe.get("base_corpus", "mixed"), recipe.get("prompt_loss", False)
+    if plan.base_corpus != corpus:
+        problems.append(f"base corpus {plan.base_corpus!r} (its corpus was {corpus!r})")
+    if plan.base_prompt_loss != prompt_loss:
+        problems.append(f"base prompt loss {plan.base_prompt_loss} (the shipped base's: {prompt_loss})")
     if problems:
         raise ValueError("the shipped base does not fit this plan: " + "; ".join(problems)
                          + "; pass --train-base to pretrain a base on this plan's data")

@@ -112,12 +112,12 @@ def _steps_line(plan: DemoPlan) -> str:
 
 def codes_section(plan: DemoPlan, paths: dict) -> list[str]:
     """Report lines: what one latent code tells of the chunk it replaced (:mod:`lm_latent.demo.code_content`)."""
-    from lm_latent.demo.code_content import markdown, rate_scores
+    from lm_latent.demo.code_content import code_rows, markdown, score
 
     rates = [r for r in plan.rates if r and (paths["adapters"] / f"rate{r}").is_dir()]
     if not rates:
         return []
-    by_rate = {r: rate_scores(paths["adapters"] / f"rate{r}", paths["base"], paths["test"], plan.schedule)
+    by_rate = {r: score(code_rows(paths["adapters"] / f"rate{r}", paths["base"], paths["test"], plan.schedule))
                for r in rates}
     return ["## What the codes identify", "",
             "For the trace chunks the schedule replaces, how often the value a chunk holds (its opener for the "
