@@ -552,6 +552,10 @@ def test_target_is_one_se_below_cot_with_fewer_tokens_and_less_time():
     assert not meets_target(row(0.85, 84.0, 30.0), cot)  # too few tokens saved
     assert not meets_target(row(0.85, 70.0, 35.0), cot)  # too little time saved
     assert not meets_target(row(0.85, 70.0, math.nan), cot)  # no time measured: not met
+    from lm_latent.demo.report import gap_in_se
+
+    assert gap_in_se(row(0.80 - 2 * se, 83.0, 34.0), cot) == pytest.approx(-2.0)
+    assert math.isnan(gap_in_se(row(0.1, 83.0, 34.0), row(0.0, 100.0, 40.0)))  # CoT at 0%: SE 0, no crash
 
 
 def test_code_content_scores_what_a_code_tells_against_the_position_alone():

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from lm_latent.demo.plan import plan_from_record
-from lm_latent.demo.report import _samples, decoded_accuracy, meets_target
+from lm_latent.demo.report import _samples, decoded_accuracy, gap_in_se, meets_target
 from lm_latent.demo.stages import STATE_FILE, demo_paths
 
 HEADER = ("| variant | rate | fine-tuning steps | acc % | vs CoT (SE) | gen tokens | tokens vs CoT | time vs CoT "
@@ -43,10 +42,9 @@ def rows_of(label: str, out: str | Path) -> list[str]:
             tokenizer = AutoTokenizer.from_pretrained(str(paths["adapters"] / f"rate{rate}"))
             acc, _ = decoded_accuracy(_samples(paths["results"], rate), tokenizer)
             decoded = _fmt(acc, pct=True)
-        gap = (r.avg_accuracy - b.avg_accuracy) / b.avg_stderr if b.avg_stderr > 0 else math.nan
         lines.append("| " + " | ".join([
             label, "0 (CoT)" if rate == 0 else str(rate), str(plan.steps_for(rate)),
-            f"{100 * r.avg_accuracy:.1f} ± {100 * r.avg_stderr:.1f}", "" if rate == 0 else f"{gap:+.1f}",
+            f"{100 * r.avg_accuracy:.1f} ± {100 * r.avg_stderr:.1f}", "" if rate == 0 else f"{gap_in_se(r, b):+.1f}",
             f"{r.avg_gen_tokens:.1f}", _fmt(r.avg_gen_tokens / b.avg_gen_tokens, ".3f"),
             _fmt(r.generation_seconds / b.generation_seconds, ".3f"),
             _fmt(r.avg_latent_usage, pct=True),

@@ -99,6 +99,11 @@ def meets_target(row, base) -> bool:
             and row.generation_seconds <= 0.85 * base.generation_seconds)
 
 
+def gap_in_se(row, base) -> float:
+    """Accuracy difference from CoT in CoT standard errors (NaN where CoT's SE is 0: 0% or 100%)."""
+    return (row.avg_accuracy - base.avg_accuracy) / base.avg_stderr if base.avg_stderr > 0 else math.nan
+
+
 def _acc(row) -> str:
     return f"{100 * row.avg_accuracy:.1f} ± {100 * row.avg_stderr:.1f}%"
 
@@ -191,7 +196,7 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
                 time = (f", {100 * (r.generation_seconds / b.generation_seconds - 1):+.1f}% generation time"
                         if b.generation_seconds > 0 else "")
                 lines.append(f"- rate {rate}: {100 * (r.avg_accuracy - b.avg_accuracy):+.1f} points "
-                             f"({(r.avg_accuracy - b.avg_accuracy) / b.avg_stderr:+.1f} CoT SE), "
+                             f"({gap_in_se(r, b):+.1f} CoT SE), "
                              f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
     lines += ["", *latent_examples(plan, paths), *codes_section(plan, paths)]
     top = max(plan.rates)
