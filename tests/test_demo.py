@@ -280,6 +280,7 @@ def test_demo_plans_reach_train_and_the_sweep(tmp_path):
             assert cfg.max_steps == plan.finetune_steps and cfg.target == paths["adapters"] / f"rate{rate}"
             assert (cfg.finetune.learning_rate, cfg.finetune.batch_size, cfg.finetune.lora_r) == (
                 plan.finetune_lr, plan.finetune_batch, plan.lora_r)
+            assert cfg.finetune.group_by_length == plan.group_by_length  # every rate, baseline included
             assert cfg.finetune.seed == cfg.compressor.seed == plan.seed
             if rate:  # the plan's compressor recipe reaches train (its steps are capped by max_steps)
                 assert (cfg.compressor.max_steps, cfg.compressor.batch_size, cfg.compressor.learning_rate) == (
@@ -321,12 +322,17 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--quick", "--out", str(tmp_path / "e"), "--finetune-steps", "0"])
     assert "--finetune-steps must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(["--quick", "--out", str(tmp_path / "g"), "--group-by-length", "-1"])
+    assert "--group-by-length must be >= 0" in capsys.readouterr().err and not (tmp_path / "g").exists()
     # the fair-chance variants: a base that never saw the solution format, latent steps, schedule
     assert demo.main(["--quick", "--out", str(tmp_path / "v"), "--stop-after", "data", "--base-corpus", "equations",
-                      "--latent-finetune-steps", "9", "--schedule", "0, 16", "--no-progress"]) == 0
+                      "--latent-finetune-steps", "9", "--schedule", "0, 16", "--group-by-length", "64",
+                      "--no-progress"]) == 0
     plan = json.loads((tmp_path / "v" / demo.STATE_FILE).read_text())["plan"]
     assert (plan["base_corpus"], plan["base_prompt_loss"], plan["train_base"]) == ("equations", True, True)
     assert (plan["latent_finetune_steps"], plan["schedule"], plan["finetune_steps"]) == (9, "0,16", 80)
+    assert plan["group_by_length"] == 64
     assert "We need to find" not in (tmp_path / "v" / "data" / "pretrain.jsonl").read_text()
     from lm_latent.demo.stages import base_config, demo_paths, train_config
 
@@ -336,6 +342,7 @@ def test_demo_cli_overrides_reach_the_recorded_plan(tmp_path, capsys):
     paths = demo_paths(tmp_path / "v")
     assert train_config(recorded, paths, 16).max_steps == 9 and train_config(recorded, paths, 0).max_steps == 80
     assert train_config(recorded, paths, 16).finetune.schedule == (0, 16) and base_config(recorded).prompt_loss
+    assert train_config(recorded, paths, 16).finetune.group_by_length == 64
     with pytest.raises(SystemExit):
         demo.main(["--quick", "--out", str(tmp_path / "s"), "--schedule", "0,x"])
     assert "--schedule" in capsys.readouterr().err and not (tmp_path / "s").exists()

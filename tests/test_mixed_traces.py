@@ -187,6 +187,36 @@ def test_dataset_truncates_and_rate0():
     assert [cot[i]["input_ids"] for i in range(len(cot))] == [samples[j].input_ids for j in cot.order]
 
 
+def test_length_grouping_serves_the_same_samples_with_less_padding():
+    samples, codes = _samples(200)
+    cfg = MixConfig(chunk_len=4, schedule=(0, 8))
+    plain = MixedTraceDataset(samples, codes, cfg, VOCAB, seed=3, epochs=2)
+    grouped = MixedTraceDataset(samples, codes, cfg, VOCAB, seed=3, epochs=2, group_batches=8, batch_size=5)
+    items = [plain[i] for i in range(len(plain))]
+    served = [grouped[i] for i in range(len(grouped))]
+    assert sorted(map(str, served)) == sorted(map(str, items))  # the same mixed samples, draws included
+    assert served == [MixedTraceDataset(samples, codes, cfg, VOCAB, seed=3, epochs=2, group_batches=8,
+                                        batch_size=5)[i] for i in range(len(grouped))]  # a fixed order
+    text = [len(samples[grouped.order[i]]) for i in grouped.slots]
+
+    def padding(lengths: list[int]) -> int:
+        return sum(max(lengths[k:k + 5]) * len(lengths[k:k + 5]) - sum(lengths[k:k + 5])
+                   for k in range(0, len(lengths), 5))
+
+    assert padding(text) < 0.3 * padding([len(samples[j]) for j in plain.order])
+    # each window holds the slots of the same window of the plain order, in shuffled batches
+    window = 40
+    for start in range(0, len(served), window):
+        assert sorted(grouped.slots[start:start + window]) == list(range(start, min(start + window, len(served))))
+    batch_mins = [min(text[k:k + 5]) for k in range(0, window, 5)]
+    assert batch_mins != sorted(batch_mins)  # batches shuffled, not served short to long
+    # the key is the text length: which samples carry latents is still the draw's, not the sort's
+    with_latents = [sum(1 for r in served[k:k + 5] if BO in r["input_ids"]) for k in range(0, len(served), 5)]
+    assert sum(with_latents) == sum(1 for r in items if BO in r["input_ids"]) and len(set(with_latents)) > 2
+    with pytest.raises(ValueError):
+        MixedTraceDataset(samples, codes, cfg, VOCAB, group_batches=-1)
+
+
 def test_pad_collator():
     batch = PadCollator(pad_token_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]},
                                         {"input_ids": [4], "labels": [4]}])

@@ -13,6 +13,7 @@ from lm_latent.training.train import EXIT_INTERRUPTED, main  # noqa: E402
 from train_runs import train_args  # noqa: E402
 
 N_SAMPLES = 200
+GROUPED = ("--group-by-length", "3")  # windows of 3 batches sorted by length
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -154,27 +155,30 @@ def test_bad_arguments_fail_clearly(tmp_path: Path, tiny_base: Path, gsm_jsonl: 
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_same_adapter(tmp_path: Path, tiny_base: Path, gsm_jsonl: Path, caplog):
-    """Stopped mid-compressor, then mid-fine-tuning, then resumed: same result as one run."""
+    """Stopped mid-compressor, then mid-fine-tuning, then resumed: same result as one run.
+
+    With --group-by-length: the length-sorted order resumes as the plain one does.
+    """
     import logging
 
     caplog.set_level(logging.INFO, logger="lm_latent")
     ref_root, run_root = tmp_path / "ref", tmp_path / "run"
-    assert main(_args(tiny_base, gsm_jsonl, ref_root, 4, 12)) == 0
-    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, "--stop-at-step", "6")) == EXIT_INTERRUPTED
+    assert main(_args(tiny_base, gsm_jsonl, ref_root, 4, 12, *GROUPED)) == 0
+    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, *GROUPED, "--stop-at-step", "6")) == EXIT_INTERRUPTED
     work = run_root / ".work" / "rate4"
     assert (work / "compressor" / "checkpoints" / "checkpoint-6").is_dir()
     assert not (work / "compressor" / "final").exists() and not (run_root / "rate4").exists()
     # A rerun with other settings must not silently mix two runs.
     with pytest.raises(SystemExit):
-        main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, "--lr", "1e-3"))
+        main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, *GROUPED, "--lr", "1e-3"))
     # Same flag again: the compressor resumes past step 6 and finishes; fine-tuning stops at 6.
-    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, "--stop-at-step", "6")) == EXIT_INTERRUPTED
+    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, *GROUPED, "--stop-at-step", "6")) == EXIT_INTERRUPTED
     assert "compressor: resuming from" in caplog.text and "checkpoint-6" in caplog.text
     assert (work / "compressor" / "final" / "metrics.json").is_file()
     assert (work / "finetune" / "checkpoints" / "checkpoint-6").is_dir()
     assert not (run_root / "rate4").exists()
     caplog.clear()
-    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12)) == 0
+    assert main(_args(tiny_base, gsm_jsonl, run_root, 4, 12, *GROUPED)) == 0
     assert "compressor already trained" in caplog.text
     assert "fine-tuning: resuming from" in caplog.text and "checkpoint-6" in caplog.text
 
@@ -186,6 +190,7 @@ def test_kill_and_resume_gives_the_same_adapter(tmp_path: Path, tiny_base: Path,
             assert torch.equal(a[k], b[k]), f"{rel}: {k}"  # bit for bit
     lora_b = [v for k, v in _tensors(ref / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # training moved the weights
+    assert json.loads((ref / "latent.json").read_text())["training"]["finetune"]["group_by_length"] == 3
     ma = json.loads((ref / "latent.json").read_text())["metrics"]
     mb = json.loads((run / "latent.json").read_text())["metrics"]
     assert ma["final_loss"] == mb["final_loss"] and ma["recon_accuracy"] == mb["recon_accuracy"]

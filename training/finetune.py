@@ -50,6 +50,9 @@ class FinetuneConfig:
     warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
+    group_by_length: int = option(0, flag="--group-by-length",
+                                  help="serve each window of N batches sorted by length, batches shuffled (less "
+                                       "padding, same samples); 0: off", group=_GROUP)
     max_seq_len: int = option(1024, flag="--max-seq-len", help="longest training sequence in tokens", group=_GROUP)
     bf16: bool | None = option(None, flag="--bf16", help="bf16 mixed precision (default: when a bf16 GPU is present)",
                                group=_GROUP)

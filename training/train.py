@@ -244,7 +244,8 @@ def _run(cfg: TrainConfig, state) -> Path:
     latent_config.base_fingerprint = base_fingerprint(peft_model.get_base_model().config)
 
     dataset = MixedTraceDataset(samples, codes, mix, vocab, seed=cfg.finetune.seed, epochs=cfg.finetune.epochs,
-                                max_len=cfg.finetune.max_seq_len)
+                                max_len=cfg.finetune.max_seq_len, group_batches=cfg.finetune.group_by_length,
+                                batch_size=cfg.finetune.batch_size)
     mix_stats = dataset.stats() if rate else {"samples_with_latents": 0.0, "latent_tokens_per_sample": 0.0}
     logger.info("mixed traces: %.1f%% of samples carry latents, %.1f latent tokens per sample",
                 100 * mix_stats["samples_with_latents"], mix_stats["latent_tokens_per_sample"])

@@ -46,6 +46,10 @@ class DemoPlan:
     # fine-tuning steps of the latent rates (None: finetune_steps, as rate 0); a larger value
     # matches the tokens they see to rate 0's, their samples being shorter
     latent_finetune_steps: int | None = None
+    # fine-tuning batches sorted by length in windows of this many batches (lm-latent train
+    # --group-by-length): 15-28% faster steps, but the latent rates scored 1.8-8.5 points lower
+    # with it (docs/demo.md), so the plans pad each batch as drawn (0)
+    group_by_length: int = 0
     compressor_lr: float = 2e-3
     compressor_batch: int = 64
     compressor_hidden: int = 128

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fine-tuning steps of the latent rates only (e.g. to match the tokens rate 0 sees)")
     p.add_argument("--schedule", default=None,
                    help="override the plan's replacement schedule, text tokens m per sample, e.g. 0,48")
+    p.add_argument("--group-by-length", type=int, default=None, metavar="N",
+                   help="fine-tuning batches sorted by length in windows of N batches (lm-latent train "
+                        "--group-by-length); 0: batches padded as drawn")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.latent_finetune_steps < 1:
             p.error(f"--latent-finetune-steps must be >= 1, got {args.latent_finetune_steps}")
         plan = replace(plan, latent_finetune_steps=args.latent_finetune_steps)
+    if args.group_by_length is not None:
+        if args.group_by_length < 0:
+            p.error(f"--group-by-length must be >= 0, got {args.group_by_length}")
+        plan = replace(plan, group_by_length=args.group_by_length)
     if args.schedule is not None:
         from lm_latent.training.mixed_traces import parse_schedule
 
