@@ -47,8 +47,8 @@ class DemoPlan:
     # matches the tokens they see to rate 0's, their samples being shorter
     latent_finetune_steps: int | None = None
     # fine-tuning batches sorted by length in windows of this many batches (lm-latent train
-    # --group-by-length): 15-28% faster steps, but the latent rates scored 1.8-8.5 points lower
-    # with it (docs/demo.md), so the plans pad each batch as drawn (0)
+    # --group-by-length): adapters 17-21% faster, but the latent rates scored 1.6-4.8 points
+    # lower with it (docs/demo.md), so the plans pad each batch as drawn (0)
     group_by_length: int = 0
     compressor_lr: float = 2e-3
     compressor_batch: int = 64

@@ -114,8 +114,7 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     steps = plan.steps_for(rate)
     finetune = FinetuneConfig(lora_r=plan.lora_r, lora_alpha=plan.lora_alpha, learning_rate=plan.finetune_lr,
                               batch_size=plan.finetune_batch, grad_accum=1, group_by_length=plan.group_by_length,
-                              save_steps=max(10, steps // 4),
-                              logging_steps=max(5, steps // 20), seed=plan.seed)
+                              save_steps=max(10, steps // 4), logging_steps=max(5, steps // 20), seed=plan.seed)
     cfg = TrainConfig(rate=rate, base=str(paths["base"]), data=str(paths["train"]), out=str(paths["adapters"]),
                       max_steps=steps, progress=progress, compressor=CompressorTrainConfig(seed=plan.seed),
                       finetune=finetune)
