@@ -151,6 +151,10 @@ def test_bad_arguments_fail_clearly(tmp_path: Path, tiny_base: Path, gsm_jsonl: 
     with pytest.raises(SystemExit):
         main(_args(tiny_base, tmp_path / "nope.jsonl", tmp_path, 4, 4))
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused before any data is read or any stage runs
+        main(_args(tiny_base, gsm_jsonl, tmp_path / "g", 4, 4, "--group-by-length", "-1"))
+    assert "--group-by-length must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "g" / ".work" / "rate4").exists() and not (tmp_path / "g" / "rate4").exists()
 
 
 @pytest.mark.slow

@@ -206,6 +206,8 @@ def _run(cfg: TrainConfig, state) -> Path:
         LatentConfig(rate=rate, chunk_len=chunk_len, codebook_size=codebook_size, base_model=cfg.base,
                      base_vocab_size=0, vocab_size=0)  # validates chunk_len % rate and codebook_size
         MixConfig(chunk_len=chunk_len, strategy=cfg.finetune.strategy, schedule=cfg.finetune.schedule)
+    if cfg.finetune.group_by_length < 0:  # the dataset would refuse it too, but only after the compressor
+        raise ValueError(f"--group-by-length must be >= 0, got {cfg.finetune.group_by_length}")
     _check_work_dir(cfg, writer=writer)
     state.wait_for_everyone()
     record = _record(cfg)
