@@ -27,7 +27,7 @@ from .latent_config import LatentConfig
 from .vocab import LatentVocab
 
 DEFAULT_MAX_GEN_TOKS = 2048
-PLUGIN_ARGS = ("pretrained", "rate", "adapter", "adapters", "max_gen_toks", "decode_latents")
+PLUGIN_ARGS = ("pretrained", "rate", "adapter", "adapters", "max_gen_toks", "decode_latents", "text_only")
 
 logger = logging.getLogger(__name__)
 

@@ -111,6 +111,7 @@ class LatentLM(CountingMixin, HFLM):
         adapters: str | None = None,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         decode_latents: bool | str = False,
+        text_only: bool | str = False,
         device: str | None = None,
         dtype: str | torch.dtype | None = "auto",
         **kwargs,
@@ -120,6 +121,7 @@ class LatentLM(CountingMixin, HFLM):
                 raise AdapterError("--model latent loads its own adapter: use adapter=PATH, not peft=/delta=")
             config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "subfolder") if k in kwargs}
             decode_latents = parse_flag(decode_latents)
+            text_only = parse_flag(text_only, name="text_only")
             setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks, **config_kwargs)
             unknown = unknown_model_args(kwargs, setup.base_config)
             if unknown:
@@ -139,6 +141,9 @@ class LatentLM(CountingMixin, HFLM):
         self._generation_seconds = 0.0  # wall time inside generate_until, reported in the results JSON
         self._decode_seconds = 0.0  # decode_latents: the compressor's time, kept off the generation clock
         self.decode_latents = decode_latents
+        # text_only: the adapter's text path alone (latent tokens and delimiters suppressed), to see
+        # what the latent path itself costs against the same weights writing plain CoT
+        self.text_only = text_only and self.latent_config.rate > 0
         self._latent_decoder = None
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
@@ -193,6 +198,8 @@ class LatentLM(CountingMixin, HFLM):
                     latent_codebook_size=self.latent_config.codebook_size,
                     latent_chunk_len=self.latent_config.chunk_len,
                     latent_generation_seconds=round(self._generation_seconds, 3))
+        if self.text_only:
+            info.update(latent_text_only=True)
         if self.decode_latents:
             info.update(latent_decode_latents=True, latent_decode_seconds=round(self._decode_seconds, 3))
         return info
@@ -232,6 +239,8 @@ class LatentLM(CountingMixin, HFLM):
                                                             truncation=self.truncation)
             context_enc, attn_masks = context_enc.to(self.device), attn_masks.to(self.device)
             kwargs.pop("max_length", None)
+            if self.text_only:
+                kwargs["suppress_tokens"] = self.latent_vocab.new_token_ids
             progress = None
             if not pbar.disable and int(kwargs.get("num_beams", 1) or 1) == 1:  # HF streams greedy/sampling only
                 done_ids = self._eos_ids() | ({self.tokenizer.pad_token_id} - {None})

@@ -122,9 +122,12 @@ class LatentVLLM(CountingMixin, VLLM):
 
     def __init__(self, pretrained: str | None = None, rate: int | str = 16, adapter: str | None = None,
                  adapters: str | None = None, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, dtype: str = "auto",
-                 decode_latents: bool | str = False, **kwargs) -> None:
+                 decode_latents: bool | str = False, text_only: bool | str = False, **kwargs) -> None:
         from .decode import parse_flag
 
+        if parse_flag(text_only, name="text_only"):
+            raise AdapterError("text_only=true works with --model latent only (HF generate): compare an "
+                               "adapter's text path with its latent path there, e.g. on a --limit of problems.")
         if parse_flag(decode_latents):
             raise AdapterError("decode_latents=true works with --model latent only (HF generate): run the "
                                "answers you want to read there, e.g. with --limit. --model latent-vllm still "

@@ -170,6 +170,34 @@ def test_statistics_on_a_hand_made_example():
     assert math.isnan(codebook_usage([{"codes": [], "codebook_size": 0}]))  # CoT: K = 0
 
 
+def test_text_only_suppresses_the_latent_path_and_nothing_else(latent_adapter, tiny_base, data_dir):
+    """``text_only=true``: the same weights, latent tokens and delimiters never generated; an answer
+    that wrote none is unchanged (greedy, nothing else suppressed)."""
+    from lm_latent.model import LatentLM
+
+    args = dict(pretrained=str(tiny_base), rate=4, adapter=str(latent_adapter), max_gen_toks=12, batch_size=3)
+    free = LatentLM(**args).generate_until(_requests(12))
+    lm = LatentLM(**args, text_only="true")
+    text = lm.generate_until(_requests(12))
+    assert [o.latent_tokens > 0 for o in free] == [True, True, False], free  # the fixture's latent answers
+    assert all(o.latent_tokens == 0 and "Latent>" not in str(o) for o in text), text
+    assert str(text[2]) == str(free[2]) and str(text[0]) != str(free[0])
+    assert lm.get_model_info()["latent_text_only"] is True
+    assert "latent_text_only" not in LatentLM(**args).get_model_info()
+
+    out = _evaluate({**args, "text_only": "true"}, data_dir, limit=3)  # through simple_evaluate as well
+    assert all(s["latent_tokens"] == 0 for task in ("gsm8k", "math") for s in out["samples"][task])
+    assert out["config"]["latent_text_only"] is True
+
+
+def test_text_only_must_be_a_flag(latent_adapter, tiny_base):
+    from lm_latent.adapter import AdapterError
+    from lm_latent.model import LatentLM
+
+    with pytest.raises(AdapterError, match="text_only must be true or false"):
+        LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(latent_adapter), text_only="sometimes")
+
+
 def test_rate_zero_accepts_decode_latents_and_reads_nothing(tmp_path, tiny_base):
     from lm_latent.init_adapter import init_adapter
     from lm_latent.model import LatentLM
@@ -218,6 +246,8 @@ def test_latent_vllm_refuses_decode_latents_clearly():
 
     with pytest.raises(AdapterError, match="decode_latents=true works with --model latent only"):
         LatentVLLM(rate=4, decode_latents="true")
+    with pytest.raises(AdapterError, match="text_only=true works with --model latent only"):
+        LatentVLLM(rate=4, text_only="true")
 
 
 @pytest.mark.slow

@@ -584,3 +584,46 @@ def test_code_content_scores_what_a_code_tells_against_the_position_alone():
     assert told["person"].by_position < 0.2 and told["person"].chunks > 100
     assert all(blind[f].by_code == blind[f].by_position for f in blind)
     assert replaced_positions("0,48", 16) == 3 and replaced_positions("0,48", 32) == 1 and replaced_positions("8", 16) == 1
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_loss_parts_split_the_whole_loss_by_what_each_token_is(tmp_path, tiny_base):
+    """The parts add up to the adapter's own teacher-forced loss (HF's, computed here on the plain
+    traces), the restatement ends at the goal sentence, and a latent span's codes are counted as codes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_latent.adapter import attach_adapter, check_adapter
+    from lm_latent.demo.loss_parts import PARTS, split_points, loss_parts
+    from lm_latent.init_adapter import init_adapter
+    from lm_latent.training.data import load_examples, tokenize_examples
+
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps(p) + "\n" for p in synthetic.generate(6, seed=5)))
+    for rate in (0, 4):
+        init_adapter(str(tiny_base), rate, 0 if rate == 0 else 16, tmp_path / f"rate{rate}")
+    plain = loss_parts(tmp_path / "rate4", test_file, schedule=0)
+
+    config = check_adapter(tmp_path / "rate4")
+    model = attach_adapter(AutoModelForCausalLM.from_pretrained(str(tiny_base)), tmp_path / "rate4", config)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    examples = load_examples(str(test_file))
+    total, targets = 0.0, 0
+    with torch.no_grad():
+        for s in tokenize_examples(examples, tokenizer, progress=False):
+            labels = [-100] * len(s.prompt_ids) + s.trace_ids + s.solution_ids
+            n = sum(1 for t in labels[1:] if t >= 0)
+            total += float(model(torch.tensor([s.input_ids]), labels=torch.tensor([labels])).loss) * n
+            targets += n
+    assert sum(plain.loss.values()) == pytest.approx(total, rel=1e-4)
+    assert sum(plain.tokens.values()) == targets and plain.tokens["codes"] == plain.tokens["delimiters"] == 0
+    restated = sum(split_points(e.trace, tokenizer)[0] for e in examples)
+    assert plain.tokens["restatement"] == restated > 0 and plain.tokens["goal"] > 0
+    assert plain.tokens["arithmetic"] > plain.tokens["goal"]
+
+    latent = loss_parts(tmp_path / "rate4", test_file, schedule=8)  # 8 tokens: 2 chunks of 4, 1 latent each
+    assert latent.tokens["codes"] == 2 * 6 and latent.tokens["delimiters"] == 2 * 6
+    assert latent.tokens["restatement"] == plain.tokens["restatement"] - 8 * 6
+    assert latent.tokens["arithmetic"] == plain.tokens["arithmetic"]
+    assert loss_parts(tmp_path / "rate0", test_file, schedule=8).tokens == plain.tokens  # CoT: plain traces
+    assert set(plain.loss) == set(PARTS)
