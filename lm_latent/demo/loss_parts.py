@@ -4,9 +4,10 @@ A latent adapter is trained on mixed traces; this scores it, teacher-forced, on 
 problems mixed the same way (the adapter's own compressor, ``--schedule`` m tokens replaced),
 and splits the summed cross-entropy by what each target token is. The trace's text is split at
 its goal sentence ("We need to find ..."): before it, the restatement of the problem (the part
-a latent span replaces); then the goal sentence; after it, the arithmetic. Rate 0, or ``--schedule 0``, scores the
-plain trace. Comparing the arithmetic's loss per token across adapters and modes tells whether
-a latent adapter computes worse after a latent span, or worse everywhere.
+a latent span replaces); then the goal sentence; after it, the arithmetic. Rate 0, or
+``--schedule 0``, scores the plain trace. Comparing the arithmetic's loss per token across
+adapters and modes tells whether a latent adapter computes worse after a latent span, or worse
+everywhere (docs/demo.md, "where the gap comes from").
 
     python -m lm_latent.demo.loss_parts --out demo_out --rate 16 --schedule 48
 """
@@ -46,7 +47,11 @@ def split_points(trace: str, tokenizer) -> tuple[int, int]:
     if at < 0:
         return 0, 0
     end = trace.find(".", at) + 1 or len(trace)
-    return tuple(len(tokenizer.encode(trace[:k].rstrip(), add_special_tokens=False)) for k in (at, end))
+
+    def tokens(text: str) -> int:
+        return len(tokenizer.encode(text.rstrip(), add_special_tokens=False))
+
+    return tokens(trace[:at]), tokens(trace[:end])
 
 
 def loss_parts(adapter: str | Path, test_file: str | Path, schedule: int = 48, limit: int | None = None,
