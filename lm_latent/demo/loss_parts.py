@@ -15,7 +15,6 @@ everywhere (docs/demo.md, "where the gap comes from").
 from __future__ import annotations
 
 import argparse
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def loss_parts(adapter: str | Path, test_file: str | Path, schedule: int = 48, l
     from lm_latent.adapter import attach_adapter, check_adapter, load_adapter_tokenizer
     from lm_latent.decode import load_compressor
     from lm_latent.training.data import load_examples, tokenize_examples
-    from lm_latent.training.mixed_traces import MixConfig, build_mixed, choose_chunks, whole_chunks
+    from lm_latent.training.mixed_traces import MixConfig, MixedTraceDataset
     from lm_latent.training.train_compressor import encode_traces
     from lm_latent.vocab import LatentVocab
 
@@ -78,18 +77,17 @@ def loss_parts(adapter: str | Path, test_file: str | Path, schedule: int = 48, l
     latent = config.codebook_size > 0 and schedule > 0
     codes = encode_traces(load_compressor(adapter), samples, progress=False) if latent else None
     chunk_len = config.chunk_len or 1
-    mix = MixConfig(chunk_len=chunk_len, schedule=(schedule,))
+    # mixed as in training; one m in the schedule, so every trace long enough carries latents
+    traces = MixedTraceDataset(samples, codes, MixConfig(chunk_len=chunk_len, schedule=(schedule,)), vocab)
     out = LossParts(samples=len(samples))
     with torch.no_grad():
-        for i, (example, s) in enumerate(zip(examples, samples)):
-            chosen = choose_chunks(whole_chunks(len(s.trace_ids), chunk_len), mix, random.Random(i)) if latent else []
-            mixed = build_mixed(s.prompt_ids, s.trace_ids, s.solution_ids, codes[i] if codes else [], chosen,
-                                vocab, chunk_len)
+        for i, n in enumerate(traces.order):
+            example, s, mixed = examples[n], samples[n], traces.mixed(i)
             logits = model(torch.tensor([mixed.input_ids])).logits[0, :-1]
             targets = torch.tensor(mixed.labels[1:])
             losses = torch.nn.functional.cross_entropy(logits, targets.clamp(min=0), reduction="none").tolist()
             first_text = len(s.prompt_ids) + (mixed.num_latents + 2 if mixed.num_latents else 0)
-            skipped, (restated, goal) = len(chosen) * chunk_len, split_points(example.trace, base_tokenizer)
+            skipped, (restated, goal) = len(traces.chosen(i)) * chunk_len, split_points(example.trace, base_tokenizer)
             for j, target in enumerate(targets.tolist()):
                 if target < 0:
                     continue
