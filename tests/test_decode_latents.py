@@ -239,17 +239,6 @@ def test_incomplete_chunk_is_marked_not_guessed(tmp_path, tiny_base):
     assert texts[0] == one + " " + INCOMPLETE.format(n=1)
 
 
-def test_latent_vllm_refuses_decode_latents_clearly():
-    pytest.importorskip("vllm")
-    from lm_latent.adapter import AdapterError
-    from lm_latent.vllm_model import LatentVLLM
-
-    with pytest.raises(AdapterError, match="decode_latents=true works with --model latent only"):
-        LatentVLLM(rate=4, decode_latents="true")
-    with pytest.raises(AdapterError, match="text_only=true works with --model latent only"):
-        LatentVLLM(rate=4, text_only="true")
-
-
 @pytest.mark.slow
 def test_lm_eval_cli_writes_latent_text_into_the_samples_file(latent_adapter, tiny_base, data_dir, tmp_path):
     import subprocess

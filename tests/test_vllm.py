@@ -134,3 +134,14 @@ def test_max_model_len_below_max_gen_toks_is_an_error(trained_adapter, vllm_home
 
     with pytest.raises(ValueError, match="max_model_len=256 leaves no room"):
         LatentVLLM(adapter=str(trained_adapter), rate=4, max_gen_toks=2048, max_model_len=256)
+
+
+def test_hf_only_arguments_are_refused_clearly():
+    """``decode_latents`` and ``text_only`` need HF generate: refused by name, before anything loads."""
+    from lm_latent.adapter import AdapterError
+    from lm_latent.vllm_model import LatentVLLM
+
+    with pytest.raises(AdapterError, match="decode_latents=true works with --model latent only"):
+        LatentVLLM(rate=4, decode_latents="true")
+    with pytest.raises(AdapterError, match="text_only=true works with --model latent only"):
+        LatentVLLM(rate=4, text_only="true")
