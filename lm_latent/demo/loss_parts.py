@@ -86,8 +86,10 @@ def loss_parts(adapter: str | Path, test_file: str | Path, schedule: int = 48, l
             logits = model(torch.tensor([mixed.input_ids])).logits[0, :-1]
             targets = torch.tensor(mixed.labels[1:])
             losses = torch.nn.functional.cross_entropy(logits, targets.clamp(min=0), reduction="none").tolist()
+            # one left-to-right span: its codes and two delimiters, standing for num_latents * rate text tokens
             first_text = len(s.prompt_ids) + (mixed.num_latents + 2 if mixed.num_latents else 0)
-            skipped, (restated, goal) = len(traces.chosen(i)) * chunk_len, split_points(example.trace, base_tokenizer)
+            skipped = mixed.num_latents * config.rate
+            restated, goal = split_points(example.trace, base_tokenizer)
             for j, target in enumerate(targets.tolist()):
                 if target < 0:
                     continue
