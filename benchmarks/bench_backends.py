@@ -41,12 +41,12 @@ def gsm8k_prompts(n: int, path: Path) -> list[str]:
 
 def prepare_models(names: list[str], work: Path, base: str | None, adapter: str | None) -> list[tuple]:
     """(label, adapter dir, rate) per model; built in ``work`` unless given."""
-    from lm_latent.init_adapter import init_adapter
+    from lm_latent.adapter.init import init_adapter
 
     out = []
     for name in names:
         if name == "smollm2":
-            from lm_latent.testing import export_smollm2
+            from lm_latent.demo.tiny import export_smollm2
 
             smol = export_smollm2(work / "smollm2")
             out.append(("SmolLM2-135M + init-adapter r16", init_adapter(str(smol), 16, 1024,
@@ -57,7 +57,7 @@ def prepare_models(names: list[str], work: Path, base: str | None, adapter: str 
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
             from builders import build_head64_llama, nontrivial_adapter
 
-            from lm_latent.testing import build_tokenizer
+            from lm_latent.demo.tiny import build_tokenizer
 
             build_tokenizer(work / "tok")
             tiny = build_head64_llama(work / "tiny", AutoTokenizer.from_pretrained(str(work / "tok")),
@@ -66,7 +66,7 @@ def prepare_models(names: list[str], work: Path, base: str | None, adapter: str 
         elif name == "demo":
             if not adapter:
                 sys.exit("--models demo needs --adapter (e.g. demo_out/adapters/rate16) and --base")
-            from lm_latent.adapter import check_adapter
+            from lm_latent.adapter.load import check_adapter
 
             out.append((f"demo adapter {adapter}", Path(adapter), check_adapter(adapter).rate))
         else:
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from lm_latent.model import LatentLM
-    from lm_latent.vllm_model import LatentVLLM
+    from lm_latent.models.latent_hf import LatentLM
+    from lm_latent.models.latent_vllm import LatentVLLM
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LM_LATENT_HOME", str(work / "home"))
         for label, adapter, rate in prepare_models(args.models.split(","), work, args.base, args.adapter):
             print(f"\n== {label}: {len(prompts)} GSM8K prompts, greedy, {args.dtype}", flush=True)
-            from lm_latent.latent_setup import prepare
-            from lm_latent.merge_cache import merged_checkpoint
+            from lm_latent.models.setup import prepare
+            from lm_latent.models.merge_cache import merged_checkpoint
 
             setup = prepare(args.base if label.startswith("demo") else None, rate, str(adapter), None)
             t = time.perf_counter()

@@ -30,10 +30,10 @@ def _samples(tokenizer, n: int, seed: int):
 def run_ours(base: Path, samples, steps: int, batch_size: int, work: Path) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
-    from lm_latent.latent_config import LatentConfig
+    from lm_latent.adapter.config import LatentConfig
     from lm_latent.training.finetune import FinetuneConfig, build_trainer, load_for_training
     from lm_latent.training.mixed_traces import MixedTraceDataset
-    from lm_latent.vocab import LatentVocab, extend_tokenizer
+    from lm_latent.adapter.vocab import LatentVocab, extend_tokenizer
 
     tok = AutoTokenizer.from_pretrained(str(base))
     base_vocab = len(tok)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from lm_latent.testing import build_llama, build_tokenizer
+    from lm_latent.demo.tiny import build_llama, build_tokenizer
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

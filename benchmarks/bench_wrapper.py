@@ -17,8 +17,8 @@ from pathlib import Path
 
 
 def build_default(work: Path, hidden: int, layers: int) -> tuple[Path, Path]:
-    from lm_latent.init_adapter import init_adapter
-    from lm_latent.testing import build_llama, build_tokenizer
+    from lm_latent.adapter.init import init_adapter
+    from lm_latent.demo.tiny import build_llama, build_tokenizer
 
     tok = build_tokenizer(work / "tok")
     build_llama(work / "base", tok, tied=True, hidden=hidden, layers=layers)
@@ -29,7 +29,7 @@ def build_default(work: Path, hidden: int, layers: int) -> tuple[Path, Path]:
 def export_merged(base: Path, adapter: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lm_latent.adapter import attach_adapter, check_adapter, load_adapter_tokenizer
+    from lm_latent.adapter.load import attach_adapter, check_adapter, load_adapter_tokenizer
 
     config = check_adapter(adapter)
     attach_adapter(AutoModelForCausalLM.from_pretrained(str(base)), adapter, config).save_pretrained(str(out))
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from lm_latent.adapter import check_adapter
-    from lm_latent.model import LatentLM
+    from lm_latent.adapter.load import check_adapter
+    from lm_latent.models.latent_hf import LatentLM
     from lm_latent.prompts import PROMPT_TEMPLATE
-    from lm_latent.testing import math_corpus
+    from lm_latent.demo.tiny import math_corpus
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     work = Path(tempfile.mkdtemp(prefix="bench_wrapper_"))

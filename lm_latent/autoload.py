@@ -1,9 +1,9 @@
 """Start-up hook that lets the stock ``lm_eval`` 0.4.13 command find the plugin.
 
-Installed by ``lm_latent_autoload.pth`` (and ``.start`` for Python >= 3.15, PEP 829).
-It runs in *every* Python process, so it imports nothing (``os`` and ``sys`` are loaded
-before ``site`` runs) and defines only a duck-typed ``sys.meta_path`` finder: no
-``importlib.abc`` (~20 ms), no ``importlib.util``. The finder waits for
+Installed by ``lm_latent_autoload.pth``, one line that imports this module and calls
+:func:`install` (and ``.start`` for Python >= 3.15, PEP 829). It runs in *every* Python
+process, so it imports nothing (``os`` and ``sys`` are loaded before ``site`` runs) and
+defines only a duck-typed ``sys.meta_path`` finder: no ``importlib.abc``, no ``importlib.util``. The finder waits for
 ``lm_eval.api.registry`` and ``lm_eval.tasks.manager`` to be imported and then
 
 * registers the ``latent`` and ``latent-vllm`` models as lazy ``"module:Class"`` targets
@@ -11,8 +11,7 @@ before ``site`` runs) and defines only a duck-typed ``sys.meta_path`` finder: no
 * puts the plugin's task folder first in ``TaskManager``'s ``include_path`` (a user's
   own ``--include_path`` comes later and so still wins).
 
-Set ``LM_LATENT_NO_AUTOLOAD=1`` to switch it off (the ``.pth`` line checks it before
-importing this module). A newer lm-eval with entry-point discovery makes the hook step aside.
+Set ``LM_LATENT_NO_AUTOLOAD=1`` to switch it off. A newer lm-eval with entry-point discovery makes the hook step aside.
 Measured by ``benchmarks/bench_autoload.py``.
 """
 
@@ -22,25 +21,19 @@ import sys
 DISABLE_ENV = "LM_LATENT_NO_AUTOLOAD"
 # Lazy targets: nothing is imported until lm-eval asks for the model by name.
 MODELS = {
-    "latent": "lm_latent.model:LatentLM",
-    "latent-vllm": "lm_latent.vllm_model:LatentVLLM",
+    "latent": "lm_latent.models.latent_hf:LatentLM",
+    "latent-vllm": "lm_latent.models.latent_vllm:LatentVLLM",
 }
 
 
 def disabled() -> bool:
-    """True when ``$LM_LATENT_NO_AUTOLOAD`` is 1/true/yes/on (the ``.pth`` line repeats this test)."""
+    """True when ``$LM_LATENT_NO_AUTOLOAD`` is 1/true/yes/on."""
     return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def task_dir() -> str:
-    """The plugin's task folder, found without importing it.
-
-    ``lm_latent/tasks`` in a wheel; ``tasks/`` beside the package in a source checkout
-    (editable install), where ``lm_latent/__init__.py`` maps it to ``lm_latent.tasks``.
-    """
-    package = os.path.dirname(os.path.abspath(__file__))
-    inside = os.path.join(package, "tasks")
-    return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(package), "tasks")
+    """The plugin's task folder, found without importing it."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 
 
 def _after_registry(module) -> None:

@@ -9,12 +9,12 @@ from typing import Callable
 
 #: name -> ("module:function" run with the remaining argv, one-line help).
 COMMANDS = {
-    "init-adapter": ("lm_latent.init_adapter:main", "write an untrained adapter directory (smoke tests)"),
+    "init-adapter": ("lm_latent.adapter.init:main", "write an untrained adapter directory (smoke tests)"),
     "train": ("lm_latent.training.train:main", "train the compressor and the LoRA adapter for a rate"),
-    "export": ("lm_latent.export:main", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
-    "cache": ("lm_latent.merge_cache:main", "list or clear the merged checkpoints of --model latent-vllm"),
-    "sweep": ("lm_latent.sweep:main", "lm_eval once per rate, then the results table and the chart"),
-    "plot": ("lm_latent.sweep:plot_main", "redraw the table and chart of a sweep folder"),
+    "export": ("lm_latent.adapter.export:main", "merge an adapter into a plain HF checkpoint (for hf / vLLM)"),
+    "cache": ("lm_latent.models.merge_cache:main", "list or clear the merged checkpoints of --model latent-vllm"),
+    "sweep": ("lm_latent.sweep.run:main", "lm_eval once per rate, then the results table and the chart"),
+    "plot": ("lm_latent.sweep.run:plot_main", "redraw the table and chart of a sweep folder"),
     "demo": ("lm_latent.demo:main", "the whole method in miniature, offline on a CPU (--quick: ~4 min on 2 cores)"),
     "eval": ("lm_latent.cli:eval_main", "run lm_eval with the plugin imported (same flags as lm_eval)"),
 }

@@ -58,7 +58,8 @@ def plugin_task_manager(metadata: dict):
     return TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
 
 
-def run_cli(lm_eval: str, base, adapters, data_dir, out, tasks="gsm8k,math", env=None, rate="4", prefix=()):
+def run_cli(lm_eval: str, base, adapters, data_dir, out, tasks="latent_math_gsm8k,latent_math_math", env=None,
+            rate="4", prefix=()):
     """``lm_eval --model latent`` (or ``lm-latent eval`` with ``prefix=["eval"]``) on two problems per task."""
     cmd = [lm_eval, *prefix, "--model", "latent",
            "--model_args", f"pretrained={base},rate={rate},adapters={adapters},max_gen_toks=16",
@@ -100,8 +101,8 @@ def nontrivial_adapter(base, out, rate: int = 4, codebook: int = 8, k: float = 0
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_latent.adapter import attach_adapter, check_adapter
-    from lm_latent.init_adapter import init_adapter
+    from lm_latent.adapter.load import attach_adapter, check_adapter
+    from lm_latent.adapter.init import init_adapter
     from lm_latent.prompts import PROMPT_TEMPLATE
 
     init_adapter(str(base), rate, codebook, out)
@@ -125,7 +126,7 @@ def nontrivial_adapter(base, out, rate: int = 4, codebook: int = 8, k: float = 0
     return out
 
 
-def evaluate_latent(model_args: dict, data_dir, tasks=("gsm8k", "math"), limit=2, **kwargs):
+def evaluate_latent(model_args: dict, data_dir, tasks=("latent_math_gsm8k", "latent_math_math"), limit=2, **kwargs):
     """``simple_evaluate`` of ``--model latent`` on :func:`write_data_dir`'s problems, samples logged."""
     from lm_eval import simple_evaluate
 

@@ -41,7 +41,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
-    from lm_latent.testing import build_tokenizer
+    from lm_latent.demo.tiny import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_tokenizer")
     build_tokenizer(out)
@@ -51,7 +51,7 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 def _base(tmp_path_factory, tokenizer_dir, tied: bool) -> Path:
     from transformers import AutoTokenizer
 
-    from lm_latent.testing import build_llama
+    from lm_latent.demo.tiny import build_llama
 
     out = tmp_path_factory.mktemp("tiny_llama_tied" if tied else "tiny_llama_untied")
     build_llama(out, AutoTokenizer.from_pretrained(str(tokenizer_dir)), tied=tied)
@@ -75,7 +75,7 @@ def adapters(tmp_path_factory, tiny_base, tiny_base_untied) -> Path:
 
     test_export.py defines its own ``adapters`` (briefly trained ones), which win there.
     """
-    from lm_latent.init_adapter import init_adapter
+    from lm_latent.adapter.init import init_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     init_adapter(str(tiny_base), 0, 0, root / "tied" / "rate0")

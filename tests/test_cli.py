@@ -22,7 +22,7 @@ def _lm_eval(bin_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def cli_adapters(tmp_path_factory, tiny_base):
-    from lm_latent.init_adapter import init_adapter
+    from lm_latent.adapter.init import init_adapter
 
     root = tmp_path_factory.mktemp("cli_adapters")
     init_adapter(str(tiny_base), 4, 32, root / "rate4")
@@ -34,12 +34,12 @@ def test_stock_lm_eval_runs_latent_on_gsm8k_and_math(tmp_path, tiny_base, cli_ad
     data_dir = write_data_dir(tmp_path / "data")
     proc, results, samples = run_cli(_lm_eval(Path(sys.executable).parent), tiny_base, cli_adapters, data_dir,
                                      tmp_path / "out")
-    for task in ("gsm8k", "math"):
+    for task in ("latent_math_gsm8k", "latent_math_math"):
         assert "gen_tokens,none" in results["results"][task]
         assert results["results"][task]["alias"] == task
     table = proc.stdout
     assert "gen_tokens" in table and "latent_tokens" in table and "acc" in table
-    assert "overrides existing task" in proc.stdout + proc.stderr  # plugin gsm8k replaces the built-in
+    assert "overrides existing task" not in proc.stdout + proc.stderr  # no built-in task is replaced
     rows = [json.loads(line) for path in samples for line in path.read_text().splitlines()]
     assert rows and all(1 <= row["gen_tokens"] <= 16 for row in rows)
 
@@ -98,9 +98,9 @@ def test_built_wheel_in_a_fresh_venv(tmp_path, tiny_base, cli_adapters, built_wh
 def test_lm_latent_eval_works_with_the_hook_switched_off(tmp_path, tiny_base, cli_adapters):
     data_dir = write_data_dir(tmp_path / "data")
     _, results, _ = run_cli(str(Path(sys.executable).parent / "lm-latent"), tiny_base, cli_adapters, data_dir,
-                            tmp_path / "out", tasks="math", env={"LM_LATENT_NO_AUTOLOAD": "1"},
+                            tmp_path / "out", tasks="latent_math_math", env={"LM_LATENT_NO_AUTOLOAD": "1"},
                             prefix=["eval"])
-    assert "gen_tokens,none" in results["results"]["math"]
+    assert "gen_tokens,none" in results["results"]["latent_math_math"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])

@@ -19,7 +19,7 @@ from builders import PROBLEMS, run_cli, write_data_dir
 def llama3_base(tmp_path_factory):
     pytest.importorskip("llama_models")
     pytest.importorskip("tiktoken")
-    from lm_latent.testing import build_llama, build_llama3_tokenizer
+    from lm_latent.demo.tiny import build_llama, build_llama3_tokenizer
 
     out = tmp_path_factory.mktemp("llama3_tiny")
     tok = build_llama3_tokenizer(out)
@@ -30,9 +30,9 @@ def llama3_base(tmp_path_factory):
 def test_real_llama3_tokenizer_through_the_latent_model(llama3_base, tmp_path):
     from lm_eval.api.instance import Instance
 
-    from lm_latent.init_adapter import init_adapter
-    from lm_latent.model import LatentLM
-    from lm_latent.vocab import PAD_TOKEN
+    from lm_latent.adapter.init import init_adapter
+    from lm_latent.models.latent_hf import LatentLM
+    from lm_latent.adapter.vocab import PAD_TOKEN
 
     init_adapter(str(llama3_base), 16, 64, tmp_path / "rate16")
     meta = json.loads((tmp_path / "rate16" / "latent.json").read_text())
@@ -55,19 +55,19 @@ def test_real_llama3_tokenizer_through_the_latent_model(llama3_base, tmp_path):
 def test_smollm2_135m_through_init_adapter_and_lm_eval(tmp_path_factory):
     pytest.importorskip("gguf")
     try:
-        from lm_latent.testing import export_smollm2
+        from lm_latent.demo.tiny import export_smollm2
 
         base = export_smollm2(tmp_path_factory.mktemp("smollm2"))
     except ModuleNotFoundError as exc:
         pytest.skip(str(exc))
-    from lm_latent.init_adapter import init_adapter
+    from lm_latent.adapter.init import init_adapter
 
     root = tmp_path_factory.mktemp("smol_adapters")
     init_adapter(str(base), 16, 1024, root / "rate16")
     work = tmp_path_factory.mktemp("smol_run")
     proc, results, samples = run_cli(str(Path(sys.executable).parent / "lm_eval"), base, root,
                                      write_data_dir(work / "data"), work / "out", rate="16")
-    for task in ("gsm8k", "math"):
+    for task in ("latent_math_gsm8k", "latent_math_math"):
         assert results["results"][task]["gen_tokens,none"] >= 1
     rows = [json.loads(line) for path in samples for line in path.read_text().splitlines()]
     # An untrained adapter on an instruct model often echoes the prompt format and stops at

@@ -28,8 +28,8 @@ Modules: :mod:`~lm_latent.demo.plan` (the plans), :mod:`~lm_latent.demo.syntheti
 :mod:`~lm_latent.demo.base` (pretraining the base model), :mod:`~lm_latent.demo.pretrained` (the
 shipped one), :mod:`~lm_latent.demo.stages` (each stage, through
 the real training and sweep recipes), :mod:`~lm_latent.demo.report` (``report.md``),
-:mod:`~lm_latent.demo.code_content` (what a latent code tells of its chunk),
-:mod:`~lm_latent.demo.compare` (one table over several runs, each a design variant) and
+:mod:`~lm_latent.demo.analysis.code_content` (what a latent code tells of its chunk),
+:mod:`~lm_latent.demo.analysis.compare` (one table over several runs, each a design variant) and
 :mod:`~lm_latent.demo.run` (the driver and the command line).
 """
 

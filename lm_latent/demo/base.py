@@ -6,7 +6,7 @@ The samples are exactly what ``lm-latent train`` and the evaluation tasks use
 ``--prompt-loss``). The tokenizer is the model's own: a small byte-level BPE trained on the
 same texts, digits split one by one, ``<|begin_of_text|>`` prepended, ``<|end_of_text|>`` as EOS
 and no pad token (as Llama-3); it and the model come from the shared builders in
-:mod:`lm_latent.testing`. The output directory is a plain HF checkpoint (safetensors + tokenizer
+:mod:`lm_latent.demo.tiny`. The output directory is a plain HF checkpoint (safetensors + tokenizer
 + generation config) that ``lm-latent train --base DIR`` and ``lm_eval --model latent
 --model_args pretrained=DIR`` take.
 
@@ -96,14 +96,14 @@ class CoTDataset:
 
 def train_tokenizer(texts: Sequence[str], out: str | os.PathLike | None = None, vocab_size: int = 1024):
     """The base model's BPE (split digits, Llama-3's specials, no pad); saved to ``out`` when given."""
-    from lm_latent.testing import bpe_tokenizer
+    from lm_latent.demo.tiny import bpe_tokenizer
 
     return bpe_tokenizer(texts, BOS, EOS, vocab_size, out=out, split_digits=True, min_frequency=2,
                          model_max_length=4096)
 
 
 def build_model(tokenizer, cfg: PretrainConfig):
-    from lm_latent.testing import tiny_llama
+    from lm_latent.demo.tiny import tiny_llama
 
     return tiny_llama(tokenizer, hidden=cfg.hidden_size, layers=cfg.num_layers, heads=cfg.num_heads,
                       kv_heads=cfg.num_kv_heads, intermediate=cfg.intermediate_size, tied=cfg.tied_embeddings,
@@ -161,7 +161,7 @@ def pretrain(data: str | os.PathLike, out: str | os.PathLike, cfg: PretrainConfi
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-    from lm_latent.fileio import write_json_atomic
+    from lm_latent.utils.fileio import write_json_atomic
     from lm_latent.training.checkpoints import prepare, resume_or_finish
     from lm_latent.training.data import load_examples, tokenize_examples
     from lm_latent.training.checkpoints import StopAtStep, TrainingInterrupted
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"lm_latent.demo.base: error: {exc}\n")
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=1))
     if a.eval:
-        from lm_latent.testing import greedy_eval
+        from lm_latent.demo.tiny import greedy_eval
         from lm_latent.training.data import read_rows
 
         rows = read_rows(a.eval)[: a.eval_limit]

@@ -71,7 +71,7 @@ def copy_pretrained(out: str | os.PathLike) -> dict:
             shutil.copyfile(src, tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, out / src.name)
-    from lm_latent.fileio import write_json_atomic
+    from lm_latent.utils.fileio import write_json_atomic
 
     write_json_atomic(out / RECORD_NAME, record)
     return record

@@ -13,7 +13,7 @@ from lm_latent.demo.stages import State
 
 
 def _eval_seconds(results_dir: Path, rate: int) -> float:
-    from lm_latent.report import latest_results_json
+    from lm_latent.sweep.report import latest_results_json
 
     path = latest_results_json(results_dir / f"rate{rate}")
     if path is None:
@@ -25,7 +25,7 @@ def _eval_seconds(results_dir: Path, rate: int) -> float:
 
 
 def _samples(results_dir: Path, rate: int) -> list[dict]:
-    return [json.loads(line) for path in sorted((results_dir / f"rate{rate}").rglob("samples_gsm8k_*.jsonl"))
+    return [json.loads(line) for path in sorted((results_dir / f"rate{rate}").rglob("samples_*gsm8k_*.jsonl"))
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -40,7 +40,7 @@ def decoded_accuracy(samples: list[dict], tokenizer) -> tuple[float, int]:
     Only answers that open with their latent span count (there the span stands for the
     trace's first tokens, which is what CoT would have written); returns (accuracy, answers).
     """
-    from lm_latent.vocab import BO_LATENT
+    from lm_latent.adapter.vocab import BO_LATENT
 
     hits = total = answers = 0
     for s in samples:
@@ -60,8 +60,8 @@ def latent_examples(plan: DemoPlan, paths: dict, n: int = 3) -> list[str]:
     from transformers import AutoTokenizer
 
     from lm_latent.grading import strip_latent
-    from lm_latent.report import _fmt
-    from lm_latent.vocab import EO_LATENT
+    from lm_latent.sweep.report import _fmt
+    from lm_latent.adapter.vocab import EO_LATENT
 
     rate = max(plan.rates)
     samples = _samples(paths["results"], rate) if rate else []
@@ -116,8 +116,8 @@ def _steps_line(plan: DemoPlan) -> str:
 
 
 def codes_section(plan: DemoPlan, paths: dict) -> list[str]:
-    """Report lines: what one latent code tells of the chunk it replaced (:mod:`lm_latent.demo.code_content`)."""
-    from lm_latent.demo.code_content import code_rows, markdown, score
+    """Report lines: what one latent code tells of the chunk it replaced (``demo.analysis.code_content``)."""
+    from lm_latent.demo.analysis.code_content import code_rows, markdown, score
 
     rates = [r for r in plan.rates if r and (paths["adapters"] / f"rate{r}").is_dir()]
     if not rates:
@@ -134,7 +134,7 @@ def codes_section(plan: DemoPlan, paths: dict) -> list[str]:
 
 def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
     """``OUT/report.md``: what was run, the sweep's table and chart, the latent statistics, the target."""
-    from lm_latent.report import _fmt, collect
+    from lm_latent.sweep.report import _fmt, collect
 
     rows = {r.rate: r for r in collect(paths["results"])}
     stage_times = state.data["stages"]
@@ -158,7 +158,8 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
               f"- adapters: rates {', '.join(map(str, plan.rates))}; " + _steps_line(plan) + " "
               f"(LoRA r={plan.lora_r}, lr {plan.finetune_lr}, batch {plan.finetune_batch}); compressors "
               f"{plan.compressor_steps} steps, codebook {plan.codebook_size}; schedule m in {{{plan.schedule}}}",
-              f"- evaluation: `lm_eval --model latent --tasks gsm8k --metadata data_dir=...` on the held-out set, "
+              f"- evaluation: `lm_eval --model latent --tasks latent_math_gsm8k --metadata data_dir=...` "
+              f"on the held-out set, "
               f"greedy, max_gen_toks={plan.max_gen_toks}", "",
               "## Results", "", table, "![accuracy and generated tokens vs rate](results/chart.png)", "",
               # the sweep's table above has accuracy, tokens, usage and times: only what it lacks here

@@ -26,7 +26,7 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
     """
     import shutil
 
-    from lm_latent.fileio import write_text_atomic
+    from lm_latent.utils.fileio import write_text_atomic
 
     if base_config is not None:  # a base recipe of its own: trained, not the shipped one
         plan = replace(plan, train_base=True)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = QUICK if args.quick else FULL
     if args.rates:
-        from lm_latent.adapter import parse_rate
+        from lm_latent.adapter.load import parse_rate
 
         rates = sorted({0, *(parse_rate(r) for r in args.rates.split(",") if r.strip())})
         plan = replace(plan, rates=tuple(rates))

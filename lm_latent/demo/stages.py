@@ -42,7 +42,7 @@ class State:
         self.save()
 
     def save(self) -> None:
-        from lm_latent.fileio import write_json_atomic
+        from lm_latent.utils.fileio import write_json_atomic
 
         write_json_atomic(self.path, self.data)
 
@@ -105,7 +105,7 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
     ``TrainConfig``'s defaults, as ``lm-latent train --rate 0`` without those flags does: they are
     unused there and enter only the run record.
     """
-    from lm_latent.compressor import CompressorArchitecture
+    from lm_latent.adapter.compressor import CompressorArchitecture
     from lm_latent.training.finetune import FinetuneConfig
     from lm_latent.training.mixed_traces import parse_schedule
     from lm_latent.training.train import TrainConfig
@@ -134,7 +134,7 @@ def train_config(plan: DemoPlan, paths: dict, rate: int, progress: bool = True):
 def stage_adapters(plan: DemoPlan, paths: dict, progress: bool = True, eta=None) -> dict:
     """``lm-latent train`` per rate, skipping adapters already trained; ``eta`` (:class:`~lm_latent.demo.eta.Eta`)
     hears of each finished rate."""
-    from lm_latent.latent_config import LATENT_CONFIG_NAME
+    from lm_latent.adapter.config import LATENT_CONFIG_NAME
     from lm_latent.training.checkpoints import TrainingInterrupted
     from lm_latent.training.train import run
 
@@ -178,18 +178,19 @@ def _eval_flags(plan: DemoPlan, paths: dict) -> list[str]:
 
 
 def sweep_argv(plan: DemoPlan, paths: dict) -> list[str]:
-    return ["--rates", ",".join(map(str, plan.rates)), "--tasks", "gsm8k", "--model_args",
+    return ["--rates", ",".join(map(str, plan.rates)), "--tasks", "latent_math_gsm8k", "--model_args",
             _eval_model_args(plan, paths), "--out", str(paths["results"]), *_eval_flags(plan, paths)]
 
 
 def by_hand_argv(plan: DemoPlan, paths: dict, rate: int, output_path: str | Path) -> list[str]:
     """``lm_eval`` arguments that evaluate one of the demo's adapters as its sweep does."""
-    return ["--model", "latent", "--model_args", f"rate={rate},{_eval_model_args(plan, paths)}", "--tasks", "gsm8k",
+    return ["--model", "latent", "--model_args", f"rate={rate},{_eval_model_args(plan, paths)}",
+            "--tasks", "latent_math_gsm8k",
             *_eval_flags(plan, paths), "--output_path", str(output_path)]
 
 
 def stage_sweep(plan: DemoPlan, paths: dict) -> dict:
-    from lm_latent import sweep
+    from lm_latent.sweep import run as sweep
 
     argv = sweep_argv(plan, paths)
     say("lm-latent sweep " + " ".join(argv))

@@ -17,7 +17,7 @@ A folder written by :func:`write_dataset` is laid out like ``shared/data``::
                              (base corpus "equations") by their bare equations
     DIR/synthetic.json       how it was made (written last: its presence means "finished")
 
-so ``lm_eval --model latent ... --tasks gsm8k --metadata data_dir=DIR`` grades the held-out set
+so ``lm_eval --model latent ... --tasks latent_math_gsm8k --metadata data_dir=DIR`` grades the held-out set
 with the real task and grader, and ``lm-latent train --data DIR/gsm8k/train.jsonl`` trains on it.
 
     python -m lm_latent.demo.synthetic --out DIR [--train 30000] [--test 500] [--seed 0]
@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_latent.fileio import write_json_atomic, write_text_atomic
+from lm_latent.utils.fileio import write_json_atomic, write_text_atomic
 from lm_latent.training.data import read_rows
 
 META_NAME = "synthetic.json"

