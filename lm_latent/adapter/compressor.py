@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from lm_latent.utils.dataclass_cli import option
 
 __all__ = ["CompressorArchitecture", "LatentCompressorConfig", "LatentCompressor", "LatentCompressorOutput",
-           "code_stats"]
+           "code_stats", "code_stats_tensors"]
 
 
 @dataclass
@@ -112,12 +112,18 @@ class LatentCompressorOutput(ModelOutput):
     usage: torch.Tensor | None = None
 
 
-def code_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, float]:
-    """(codebook usage = share of codes used at least once, perplexity = exp(entropy of code use))."""
+def code_stats_tensors(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`code_stats` as 0-d fp32 tensors on ``codes.device`` (no host sync inside a training step)."""
     counts = torch.bincount(codes.reshape(-1).long(), minlength=codebook_size).float()
     probs = counts / counts.sum().clamp(min=1)
-    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
-    return float((counts > 0).float().mean()), float(entropy.exp())
+    entropy = -torch.xlogy(probs, probs).sum()  # 0 * log 0 = 0, no boolean indexing (no sync)
+    return (counts > 0).float().mean(), entropy.exp()
+
+
+def code_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, float]:
+    """(codebook usage = share of codes used at least once, perplexity = exp(entropy of code use))."""
+    usage, ppl = code_stats_tensors(codes, codebook_size)
+    return float(usage), float(ppl)
 
 
 def _stack(config: LatentCompressorConfig) -> nn.TransformerEncoder:
@@ -232,10 +238,9 @@ class LatentCompressor(PreTrainedModel):
         with torch.no_grad():
             keep = chunks != ignore
             acc = ((logits.argmax(-1) == chunks) & keep).sum() / keep.sum().clamp(min=1)
-            usage, ppl = code_stats(codes, self.config.codebook_size)
+            usage, ppl = code_stats_tensors(codes, self.config.codebook_size)  # on the model's device
         return LatentCompressorOutput(loss=recon + commit, logits=logits, codes=codes, recon_loss=recon.detach(),
-                                      commit_loss=commit.detach(), accuracy=acc,
-                                      perplexity=torch.tensor(ppl), usage=torch.tensor(usage))
+                                      commit_loss=commit.detach(), accuracy=acc, perplexity=ppl, usage=usage)
 
     @torch.no_grad()
     def encode(self, chunks: torch.Tensor) -> torch.Tensor:

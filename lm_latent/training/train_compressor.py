@@ -41,7 +41,9 @@ class CompressorTrainConfig:
 
     model: CompressorArchitecture = field(default_factory=CompressorArchitecture)
     learning_rate: float = option(3e-4, flag="--compressor-lr", help="learning rate", group="compressor")
-    batch_size: int = option(256, flag="--compressor-batch-size", help="chunks per batch", group="compressor")
+    batch_size: int = option(256, flag="--compressor-batch-size",
+                             help="chunks per optimizer step over all processes (split across them)",
+                             group="compressor")
     epochs: int = option(1, flag="--compressor-epochs", help="passes over the chunks", group="compressor")
     max_steps: int = option(-1, flag="--compressor-steps", help="-1: one pass per epoch", group="compressor")
     warmup: float = 0.02  # < 1: share of the steps; >= 1: steps
@@ -208,20 +210,21 @@ def _make_trainer_class():
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            self._sums: dict[str, float] = defaultdict(float)
+            self._sums: dict = defaultdict(float)  # 0-d tensors on the training device: no sync per step
             self._count = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
             if model.training:
                 for key in ("recon_loss", "commit_loss", "accuracy", "usage", "perplexity"):
-                    self._sums[key] += float(getattr(out, key))
+                    self._sums[key] = self._sums[key] + getattr(out, key).detach().float()
                 self._count += 1
             return (out.loss, out) if return_outputs else out.loss
 
         def log(self, logs: dict, *args, **kwargs) -> None:
             if self._count and "loss" in logs:
-                logs.update({f"batch_{k}" if k in ("accuracy", "usage", "perplexity") else k: round(v / self._count, 4)
+                logs.update({f"batch_{k}" if k in ("accuracy", "usage", "perplexity") else k:
+                             round(float(v) / self._count, 4)
                              for k, v in self._sums.items()})
                 self._sums.clear()
                 self._count = 0
@@ -278,8 +281,14 @@ def train_compressor(samples: Sequence[TokenizedExample], *, vocab_size: int, ra
                                          codebook_size=codebook_size, **asdict(config.model))
     model = LatentCompressor(comp_config)
     bf16 = auto_bf16(config.bf16)
+    from lm_latent.training.finetune import world_size
+    from lm_latent.training.launch import batch_plan
+
+    # The global batch (and so the steps of one pass) is the same for every world size.
+    plan = batch_plan(world_size(), config.batch_size, 1, config.batch_size)
     args = TrainingArguments(
-        output_dir=str(work_dir / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        output_dir=str(work_dir / "checkpoints"), per_device_train_batch_size=plan.per_device,
+        gradient_accumulation_steps=plan.grad_accum,
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, num_train_epochs=1,
         max_steps=steps if steps > 0 else -1, lr_scheduler_type="cosine", warmup_steps=config.warmup,
         logging_steps=config.logging_steps, logging_first_step=True, save_strategy="steps",

@@ -156,3 +156,48 @@ def test_compressor_really_learns(tiny_tokenizer_dir: Path, tmp_path: Path):
     _, metrics2 = train_compressor(samples, vocab_size=len(tok), rate=4, chunk_len=4, codebook_size=64,
                                    config=cfg, work_dir=tmp_path, max_steps=600, progress=False)
     assert metrics2["recon_accuracy"] == metrics["recon_accuracy"]
+
+
+def test_outputs_live_on_the_input_device_and_nothing_is_made_on_a_fixed_device():
+    """Every output tensor is on the input's device, and the compressor's own code creates no tensor
+    without ``device=`` (a CPU-only machine cannot move the model to CUDA, so the second half is what
+    catches a ``torch.tensor(x)`` that would land on the CPU beside a GPU model)."""
+    import traceback
+
+    from torch.overrides import TorchFunctionMode
+
+    import lm_latent.adapter.compressor as compressor_module
+
+    factories = {torch.tensor, torch.zeros, torch.ones, torch.arange, torch.empty, torch.full, torch.randn,
+                 torch.rand, torch.randint, torch.as_tensor, torch.linspace, torch.eye, torch.zeros_like}
+    ours = compressor_module.__file__
+
+    class Factories(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.undeviced: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in factories and func is not torch.zeros_like and kwargs.get("device") is None:
+                caller = traceback.extract_stack()[-2]
+                if caller.filename == ours:
+                    self.undeviced.append(f"{func.__name__} at line {caller.lineno}")
+            return func(*args, **kwargs)
+
+    model = _tiny()
+    chunks = torch.randint(0, 600, (6, 4))
+    prompt = torch.randint(0, 600, (6, 5))
+    with Factories() as mode:
+        out = model(chunks, prompt, torch.ones_like(prompt, dtype=torch.bool))
+        codes = model.encode(chunks)
+        rec = model.decode(codes, prompt)
+    assert mode.undeviced == []
+    for key, value in out.items():
+        assert torch.is_tensor(value), key
+        assert value.device == chunks.device, (key, value.device)
+    for key in ("usage", "perplexity", "accuracy", "recon_loss", "commit_loss"):
+        assert out[key].dim() == 0 and out[key].dtype == torch.float32, key
+    assert codes.device == chunks.device and rec.device == chunks.device
+    usage, ppl = code_stats(out.codes, 32)
+    assert float(out.usage) == pytest.approx(usage) and float(out.perplexity) == pytest.approx(ppl)

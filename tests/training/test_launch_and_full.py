@@ -1,0 +1,212 @@
+"""Issue 28: one process per GPU (never DataParallel), global batch semantics, ``--finetune full``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lm_latent.training.launch import batch_plan, launch_refusal  # noqa: E402
+from lm_latent.training.train import main  # noqa: E402
+from train_runs import train_args, write_data  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ARGV = ["--rate", "16", "--out", "adapters dir"]
+
+
+# -- item 1: the launch decision (a pure function of device count and environment) --------------------------
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_one_or_no_gpu_trains_in_this_process(count):
+    assert launch_refusal(count, {}, ARGV) is None
+
+
+@pytest.mark.parametrize("env", [{"LOCAL_RANK": "0", "WORLD_SIZE": "4"}, {"WORLD_SIZE": "1"}, {"LOCAL_RANK": "1"}])
+def test_a_distributed_launcher_is_trusted(env):
+    assert launch_refusal(8, env, ARGV) is None
+
+
+@pytest.mark.parametrize("env", [{}, {"LOCAL_RANK": ""}, {"RANK": "0"}, {"ACCELERATE_MIXED_PRECISION": "bf16"}])
+def test_several_gpus_in_one_process_are_refused_with_the_command(env):
+    msg = launch_refusal(4, env, ARGV)
+    assert msg is not None and "DataParallel" in msg and "CUDA_VISIBLE_DEVICES=0" in msg
+    assert ("accelerate launch --num_processes 4 -m lm_latent.training.train --rate 16 --out 'adapters dir'"
+            in msg)
+
+
+def test_train_refuses_several_gpus_before_loading_anything(tmp_path: Path, monkeypatch, capsys):
+    """``main`` with 2 (pretended) GPUs stops at once: the base and the data do not even exist."""
+    for name in ("LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    argv = ["--rate", "4", "--base", str(tmp_path / "no-base"), "--data", str(tmp_path / "no.jsonl"),
+            "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "accelerate launch --num_processes 2 -m lm_latent.training.train --rate 4 --base" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_python_dash_m_entry_point_runs():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lm_latent.training.train", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "--global-batch-size" in proc.stdout and "--finetune" in proc.stdout
+
+
+# -- item 3: global batch -------------------------------------------------------------------------------------
+
+def test_batch_plan():
+    assert batch_plan(1, 8, 8) == batch_plan(1, 8, 8, None)
+    assert batch_plan(2, 8, 8).global_batch == 128  # without a global batch: the old per-device semantics
+    for world in (1, 2, 4, 8):
+        plan = batch_plan(world, 8, 3, 64)
+        assert plan.per_device * plan.grad_accum * world == 64 and plan.per_device <= 8
+    assert (batch_plan(1, 8, 1, 64).per_device, batch_plan(1, 8, 1, 64).grad_accum) == (8, 8)
+    assert (batch_plan(4, 8, 1, 64).per_device, batch_plan(4, 8, 1, 64).grad_accum) == (8, 2)
+    assert (batch_plan(3, 4, 1, 18).per_device, batch_plan(3, 4, 1, 18).grad_accum) == (3, 2)
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        batch_plan(3, 8, 1, 64)
+    assert "global batch 64 = 8 per device x 2 accumulation x 4" in batch_plan(4, 8, 1, 64).describe()
+
+
+def test_training_arguments_follow_the_world_size(monkeypatch, tmp_path: Path):
+    from lm_latent.training.finetune import FinetuneConfig, training_arguments
+
+    cfg = FinetuneConfig(batch_size=4, grad_accum=5, global_batch_size=16)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    a = training_arguments(cfg, tmp_path)
+    assert (a.per_device_train_batch_size, a.gradient_accumulation_steps) == (4, 4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    plan_2 = __import__("lm_latent.training.finetune", fromlist=["x"]).batch_plan_for(cfg)
+    assert (plan_2.per_device, plan_2.grad_accum) == (4, 2)
+    monkeypatch.delenv("WORLD_SIZE")
+    b = training_arguments(FinetuneConfig(batch_size=4, grad_accum=5), tmp_path)
+    assert (b.per_device_train_batch_size, b.gradient_accumulation_steps) == (4, 5)
+
+
+def test_old_runs_keep_their_settings_record():
+    """New settings at their defaults leave the run record as it was (old work directories resume)."""
+    from lm_latent.training.train import TrainConfig, _record
+
+    rec = _record(TrainConfig(rate=4))
+    assert "mode" not in rec["finetune"] and "global_batch_size" not in rec["finetune"]
+    full = _record(TrainConfig(rate=4, finetune=__import__("lm_latent.training.finetune", fromlist=["x"])
+                               .FinetuneConfig(mode="full", global_batch_size=8)))
+    assert full["finetune"]["mode"] == "full" and full["finetune"]["global_batch_size"] == 8
+
+
+# -- item 2: --finetune full ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, word", [(("--lora-r", "16"), "--lora-r"), (("--lora-alpha=8",), "--lora-alpha")])
+def test_full_with_lora_flags_is_refused_before_loading(tmp_path: Path, extra, word, capsys):
+    argv = ["--rate", "4", "--base", str(tmp_path / "no-base"), "--data", str(tmp_path / "no.jsonl"),
+            "--out", str(tmp_path / "out"), "--finetune", "full", *extra]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--finetune full" in err and word in err and "does not exist" not in err
+
+
+@pytest.fixture(scope="module")
+def full_adapter(tmp_path_factory, tiny_base) -> Path:
+    root = tmp_path_factory.mktemp("full")
+    data = write_data(root / "train.jsonl", n=80)
+    assert main(train_args(tiny_base, data, root / "adapters", "--finetune", "full", steps=4)) == 0
+    return root / "adapters" / "rate4"
+
+
+def test_full_finetune_writes_a_whole_checkpoint(full_adapter: Path, tiny_base: Path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lm_latent.adapter.load import attach_adapter, check_adapter, check_adapter_weights
+
+    cfg = check_adapter(full_adapter, rate=4)
+    raw = json.loads((full_adapter / "latent.json").read_text())
+    assert raw["finetune"] == "full" and raw["format_version"] == 2 and cfg.finetune == "full"
+    names = {p.name for p in full_adapter.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "latent.json", "compressor"} <= names
+    assert "adapter_config.json" not in names and "adapter_model.safetensors" not in names
+    assert cfg.metrics["finetune_steps"] == 4 and cfg.training["finetune"]["mode"] == "full"
+    saved = load_file(str(full_adapter / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in saved.values())  # fp32 on CPU
+    assert "model.embed_tokens.weight" in saved and saved["model.embed_tokens.weight"].shape[0] == cfg.vocab_size
+    assert check_adapter_weights(full_adapter)["model.embed_tokens.weight"][0] == cfg.vocab_size
+    # Every weight moved (not only new rows): a full fine-tune, and it reloads exactly onto the base.
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_base), dtype=torch.float32)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = attach_adapter(base, full_adapter, cfg)
+    moved = [k for k, v in model.state_dict().items() if k in before and v.shape == before[k].shape
+             and not torch.equal(v, before[k])]
+    assert len(moved) >= len([k for k in before if k.endswith("proj.weight")])
+    for k, v in saved.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_full_finetune_refuses_a_truncated_checkpoint(full_adapter: Path, tmp_path: Path, tiny_base: Path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from lm_latent.adapter.load import AdapterError, attach_adapter, check_adapter
+
+    copy = tmp_path / "rate4"
+    shutil.copytree(full_adapter, copy)
+    state = load_file(str(copy / "model.safetensors"))
+    state.pop("model.norm.weight")
+    save_file(state, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_base), dtype=torch.float32)
+    with pytest.raises(AdapterError, match="lacks 1 weight"):
+        attach_adapter(base, copy, check_adapter(copy))
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(AdapterError, match="model.safetensors"):
+        check_adapter(copy)
+
+
+@pytest.mark.slow
+def test_full_finetune_evaluates_and_exports(full_adapter: Path, tiny_base: Path, tmp_path: Path):
+    """``--model latent`` and ``lm-latent export`` take the full fine-tune unchanged, with the same greedy output."""
+    pytest.importorskip("lm_latent.models.latent_hf")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_latent.adapter.export import export
+    from lm_latent.autoload import task_dir
+    from lm_latent.models.latent_hf import LatentLM
+
+    data = tmp_path / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    rows = [{"question": "Ann has 3 apples and buys 4 more. How many apples does Ann have?",
+             "answer": "3 + 4 = 7.\n#### 7"}] * 2
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tm = TaskManager(include_path=task_dir(), include_defaults=False, metadata={"data_dir": str(tmp_path / "data")})
+    args = {"pretrained": str(tiny_base), "rate": 4, "adapter": str(full_adapter), "device": "cpu",
+            "max_gen_toks": 16, "batch_size": 2}
+    out = simple_evaluate(model="latent", model_args=args, tasks=["latent_math_gsm8k"], limit=2, task_manager=tm,
+                          log_samples=True)
+    res = out["results"]["latent_math_gsm8k"]
+    assert {"acc,none", "gen_tokens,none", "latent_tokens,none"} <= set(res)
+    assert 1 <= res["gen_tokens,none"] <= 16
+
+    merged = export(full_adapter, tmp_path / "merged")
+    lm = LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(full_adapter), device="cpu", max_gen_toks=8)
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    plain = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
+    ids = tok("Ann has 3 apples", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = plain.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        b = lm.model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert torch.equal(a, b)
