@@ -120,7 +120,8 @@ def _pick_fields(row: dict, query_field: str | None, response_field: str | None,
 def examples_from_rows(rows: Iterable[dict], source: str = "rows", query_field: str | None = None,
                        response_field: str | None = None, limit: int | None = None) -> list[Example]:
     """Split rows; rows without a final answer are skipped and counted in the log."""
-    out, skipped, fields = [], 0, None
+    out: list[Example] = []
+    skipped, fields = 0, None
     where = rows.where if isinstance(rows, Rows) else (lambda i: f"{source}, row {i}")
     for i, row in enumerate(rows):
         if limit is not None and len(out) >= limit:

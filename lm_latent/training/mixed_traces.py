@@ -107,24 +107,30 @@ def build_mixed(prompt_ids: Sequence[int], trace_ids: Sequence[int], solution_id
         raise ValueError(f"chunk indices {sorted(replace_set)} out of range for a trace with {n_chunks} whole chunks")
     if replace_set and vocab.codebook_size == 0:
         raise ValueError("cannot replace chunks with a vocabulary that has no latent tokens (rate 0)")
+    bo_id, eo_id = vocab.bo_id, vocab.eo_id
+    if replace_set and (bo_id is None or eo_id is None):
+        raise ValueError("the vocabulary has no latent delimiters")
     body: list[int] = []
     in_span = False
     n_lat = 0
     for i in range(n_chunks):
         if i in replace_set:
             if not in_span:
-                body.append(vocab.bo_id)
+                assert bo_id is not None  # checked above: there are chunks to replace
+                body.append(bo_id)
                 in_span = True
             codes = chunk_codes[i]
             body.extend(vocab.code_to_id(int(c)) for c in codes)
             n_lat += len(codes)
         else:
             if in_span:
-                body.append(vocab.eo_id)
+                assert eo_id is not None
+                body.append(eo_id)
                 in_span = False
             body.extend(trace_ids[i * chunk_len:(i + 1) * chunk_len])
     if in_span:
-        body.append(vocab.eo_id)
+        assert eo_id is not None
+        body.append(eo_id)
     body.extend(trace_ids[n_chunks * chunk_len:])
     body.extend(solution_ids)
     prompt = list(prompt_ids)
@@ -205,10 +211,11 @@ class MixedTraceDataset:
 
     def stats(self) -> dict:
         """Share of samples with latents and latent tokens per sample, over the whole dataset."""
-        counts = []
+        counts: list[int] = []
         for i in range(len(self)):
             chosen = self.chosen(i)
-            counts.append(sum(len(self.codes[self.order[i]][j]) for j in chosen) if chosen else 0)
+            codes = self.codes[self.order[i]] if self.codes is not None and chosen else ()
+            counts.append(sum(len(codes[j]) for j in chosen) if chosen else 0)
         n = max(len(counts), 1)
         return {"samples_with_latents": sum(1 for c in counts if c) / n,
                 "latent_tokens_per_sample": sum(counts) / n}
