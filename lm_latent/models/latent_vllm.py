@@ -15,7 +15,7 @@ import time
 
 from lm_latent.models.accounting import CountingMixin
 from lm_latent.adapter.load import AdapterError
-from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, prepare
+from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, check_batch_size, prepare, refuse_response_cache
 from lm_latent.models.merge_cache import generation_eos
 
 VLLM_MISSING = ("--model latent-vllm needs vLLM, which is not installed. On a GPU: `pip install vllm` "
@@ -74,7 +74,8 @@ def merge_dtype(dtype) -> str:
     """The dtype the adapter is merged in: the one vLLM will run at, so weights equal ``--model latent``'s."""
     name = str(dtype).removeprefix("torch.")
     if name not in _MERGE_DTYPES:
-        raise ValueError(f"dtype={dtype!r}: use one of {sorted(_MERGE_DTYPES)}")
+        raise AdapterError(f"dtype={dtype!r} is not supported by --model latent-vllm: use one of "
+                           f"{', '.join(sorted(_MERGE_DTYPES))}")
     return _MERGE_DTYPES[name]
 
 
@@ -139,7 +140,11 @@ class LatentVLLM(CountingMixin, VLLM):
         from lm_latent.models.merge_cache import merged_checkpoint
 
         _show_plugin_logs()
-        setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks)
+        check_batch_size(kwargs.get("batch_size"))
+        dtype_to_merge = merge_dtype(dtype)  # a bad dtype fails here, before anything loads
+        setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks,
+                        max_length=kwargs.get("max_model_len") or kwargs.get("max_length"),
+                        max_length_arg="max_model_len" if kwargs.get("max_model_len") else "max_length")
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, self.latent_tokenizer = setup.vocab, setup.tokenizer
         self._generation_seconds = 0.0
@@ -149,7 +154,7 @@ class LatentVLLM(CountingMixin, VLLM):
                              f"{setup.max_gen_toks}: raise max_model_len or lower max_gen_toks")
         check_architecture(setup.pretrained)
         extra_rows = setup.config.vocab_size - setup.config.base_vocab_size
-        self.merged_path = merged_checkpoint(setup.adapter_path, setup.pretrained, dtype=merge_dtype(dtype),
+        self.merged_path = merged_checkpoint(setup.adapter_path, setup.pretrained, dtype=dtype_to_merge,
                                              extra_rows=extra_rows)
         _cpu_memory_hint(kwargs)
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s) on vLLM from %s", setup.pretrained,
@@ -158,6 +163,10 @@ class LatentVLLM(CountingMixin, VLLM):
         if self.max_length <= self.max_gen_toks:
             raise ValueError(f"the model's context ({self.max_length}) leaves no room for a prompt with "
                              f"max_gen_toks={self.max_gen_toks}: lower max_gen_toks (or raise max_model_len)")
+
+    def set_cache_hook(self, cache_hook) -> None:
+        refuse_response_cache(cache_hook, "latent-vllm")  # --use_cache: answers of another rate/adapter
+        super().set_cache_hook(cache_hook)
 
     def _eos_ids(self) -> set[int]:
         """What vLLM stops on: the tokenizer's EOS plus the generation config's (as ``--model latent``)."""

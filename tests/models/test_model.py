@@ -238,3 +238,51 @@ def test_generate_until_drives_the_progress_bar(adapters, tiny_base, monkeypatch
                 for i, (q, _) in enumerate(PROBLEMS * 2)]
     assert len(lm.generate_until(requests)) == 6
     assert bars[-1].n == 6 and "batch step 32/40" in bars[-1].postfixes  # steps shown inside each batch
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"batch_size": -1}, "batch_size must be a positive integer"),
+    ({"batch_size": "auto:0"}, "batch_size must be a positive integer"),
+    ({"device": "cuda:7"}, "device='cuda:7'"),
+    ({"device": "gpu0"}, "not a device name"),
+    ({"dtype": "float8"}, "dtype='float8' is not supported"),
+    ({"max_gen_toks": 1000000000}, "leaves no room for a prompt with max_gen_toks=1000000000"),
+    ({"max_gen_toks": 100, "max_length": 64}, "max_length=64 leaves no room"),
+])
+def test_bad_run_arguments_fail_before_any_weight_loads(args, message, adapters, tiny_base, monkeypatch):
+    """Issue #27 (5): each used to run silently (batch 0: one batch of everything; cuda:7: the CPU)
+    or end in a traceback, max_gen_toks only after the weights loaded."""
+    from lm_eval.models.huggingface import HFLM
+
+    from lm_latent.adapter.load import AdapterError
+    from lm_latent.models.latent_hf import LatentLM
+
+    if args.get("device") == "cuda:7" and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights were loaded before the bad argument was refused")
+
+    monkeypatch.setattr(HFLM, "_create_model", no_weights)
+    with pytest.raises(AdapterError, match=message):
+        LatentLM.create_from_arg_obj({"pretrained": str(tiny_base), "rate": 4, "adapters": str(adapters / "tied"),
+                                      **args}, {"batch_size": 1, "device": None})
+
+
+def test_good_run_arguments_pass_the_checks():
+    from lm_latent.models.setup import check_run_args
+
+    for batch_size in (1, "8", "auto", "auto:4", None):
+        check_run_args(batch_size=batch_size, device="cpu", dtype="auto")
+    for dtype in ("float32", "bfloat16", "float16", torch.float32, None):
+        check_run_args(dtype=dtype)
+
+
+def test_use_cache_is_refused(adapters, tiny_base, data_dir, tmp_path):
+    """Issue #27 (1): lm-eval's cache keys leave out --model_args: another rate's answers came back."""
+    from lm_latent.adapter.load import AdapterError
+
+    with pytest.raises(AdapterError, match="--use_cache is refused by --model latent"):
+        _evaluate({"pretrained": str(tiny_base), "rate": 4, "adapters": str(adapters / "tied"),
+                   "max_gen_toks": 8}, data_dir, use_cache=str(tmp_path / "cache"))
