@@ -23,7 +23,7 @@ from lm_latent.models.accounting import CountedText, CountingMixin
 from lm_latent.adapter.load import AdapterError, attach_adapter
 from lm_latent.models.decode import LatentDecoder, attach_latent_texts, load_compressor, parse_flag
 from lm_latent.utils.errors import UserError, report_cleanly
-from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, prepare
+from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, check_run_args, prepare, refuse_response_cache
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ class LatentLM(CountingMixin, HFLM):
             config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code", "subfolder") if k in kwargs}
             decode_latents = parse_flag(decode_latents)
             text_only = parse_flag(text_only, name="text_only")
-            setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks, **config_kwargs)
+            check_run_args(batch_size=kwargs.get("batch_size"), device=device, dtype=dtype)
+            setup = prepare(pretrained, rate, adapter, adapters, max_gen_toks, max_length=kwargs.get("max_length"),
+                            **config_kwargs)
             unknown = unknown_model_args(kwargs, setup.base_config)
             if unknown:
                 raise AdapterError(f"unknown model argument(s) {unknown} for --model latent. The plugin's own: "
@@ -182,6 +184,10 @@ class LatentLM(CountingMixin, HFLM):
                 continue
             args[key] = value
         return cls(**args)
+
+    def set_cache_hook(self, cache_hook) -> None:
+        refuse_response_cache(cache_hook, "latent")  # --use_cache: answers of another rate/adapter (issue #27)
+        super().set_cache_hook(cache_hook)
 
     def _create_model(self, pretrained: str, **kwargs) -> None:
         # The adapter was checked against this base's config.json in prepare(), before any weight.
