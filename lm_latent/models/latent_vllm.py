@@ -118,7 +118,7 @@ def _show_plugin_logs() -> None:
         ours.propagate = False
 
 
-class LatentVLLM(CountingMixin, VLLM):
+class LatentVLLM(CountingMixin, VLLM):  # type: ignore[valid-type,misc]  # VLLM: imported at run time
     """lm-eval's ``VLLM`` on base + merged adapter for ``rate``; every vLLM model arg still applies."""
 
     def __init__(self, pretrained: str | None = None, rate: int | str = 16, adapter: str | None = None,
