@@ -192,13 +192,17 @@ def build_report(plan: DemoPlan, paths: dict, state: State) -> str:
                          f"{100 * (1 - best.generation_seconds / b.generation_seconds):.1f}% less generation time.")
         else:
             lines.append(f"Not met ({TARGET}; CoT: {_acc(b)}, {b.avg_gen_tokens:.1f} tokens). Trade-offs per rate:")
+        from lm_latent.sweep.paired import AVERAGE, compare, reading
+
+        comparisons = compare(list(rows.values()))  # the same documents at every rate: paired (sweep.paired)
         for rate, r in sorted(rows.items()):
             if rate:
                 time = (f", {100 * (r.generation_seconds / b.generation_seconds - 1):+.1f}% generation time"
                         if b.generation_seconds > 0 else "")
                 lines.append(f"- rate {rate}: {100 * (r.avg_accuracy - b.avg_accuracy):+.1f} points "
                              f"({gap_in_se(r, b):+.1f} CoT SE), "
-                             f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}")
+                             f"{100 * (r.avg_gen_tokens / b.avg_gen_tokens - 1):+.1f}% tokens{time}; paired "
+                             f"against CoT: {reading(rate, comparisons[rate][AVERAGE]).split(': ', 1)[1]}")
     lines += ["", *latent_examples(plan, paths), *codes_section(plan, paths)]
     top = max(plan.rates)
     lines += ["", "## By hand", "",

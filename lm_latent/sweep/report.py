@@ -127,16 +127,11 @@ def row_from_results(rate: int, path: str | Path) -> RateRow:
     return row
 
 
-def collect(results_dir: str | Path, rates=None) -> list[RateRow]:
-    """Every ``rate<r>/`` folder under ``results_dir`` that holds an lm-eval results JSON.
-
-    ``rates``: only these (the sweep passes the rates whose recorded settings match its own run).
-    """
+def collect(results_dir: str | Path) -> list[RateRow]:
+    """Every ``rate<r>/`` folder under ``results_dir`` that holds an lm-eval results JSON."""
     rows = []
     for folder in Path(results_dir).glob("rate*"):
         m = re.fullmatch(r"rate(\d+)", folder.name)
-        if m and rates is not None and int(m.group(1)) not in set(rates):
-            continue
         path = latest_results_json(folder) if m and folder.is_dir() else None
         if path is not None:
             rows.append(row_from_results(int(m.group(1)), path))
@@ -193,12 +188,22 @@ TABLE_NOTE = ("Accuracy cells: percent ± standard error (lm-eval's acc_stderr, 
 
 
 def write_tables(rows: list[RateRow], out: str | Path) -> tuple[Path, Path]:
+    from lm_latent.sweep import paired  # each rate against rate 0 on the same documents (logged samples)
+
+    comparisons = paired.compare(rows)
+    tasks = sorted({t for r in rows for t in r.tasks})
     header, body = table_rows(rows)
+    header = [*header, *paired.MD_COLUMNS]
+    body = [[*line, *paired.md_cells(comparisons.get(r.rate))] for r, line in zip(rows, body)]
     out = Path(out)
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in body]
-    write_text_atomic(out / "results.md", "\n".join(md) + "\n\n" + TABLE_NOTE + "\n")
+    section = paired.md_section(tasks, comparisons)
+    write_text_atomic(out / "results.md",
+                      "\n".join(md) + "\n\n" + TABLE_NOTE + "\n" + (f"\n{section}" if section else ""))
     header, body = table_rows(rows, inline_se=False)
+    header = [*header, *paired.csv_header(tasks)]
+    body = [[*line, *paired.csv_cells(tasks, comparisons.get(r.rate))] for r, line in zip(rows, body)]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -385,8 +390,8 @@ def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None, s
     return paths
 
 
-def render(results_dir: str | Path, title: str | None = None, style: str = "lines", rates=None) -> list[Path]:
-    rows = collect(results_dir, rates)
+def render(results_dir: str | Path, title: str | None = None, style: str = "lines") -> list[Path]:
+    rows = collect(results_dir)
     if not rows:
         raise FileNotFoundError(f"no rate<r>/results_*.json under {results_dir}: run `lm-latent sweep` first")
     return [*write_tables(rows, results_dir), *plot_chart(rows, results_dir, title, style)]
