@@ -127,11 +127,16 @@ def row_from_results(rate: int, path: str | Path) -> RateRow:
     return row
 
 
-def collect(results_dir: str | Path) -> list[RateRow]:
-    """Every ``rate<r>/`` folder under ``results_dir`` that holds an lm-eval results JSON."""
+def collect(results_dir: str | Path, rates=None) -> list[RateRow]:
+    """Every ``rate<r>/`` folder under ``results_dir`` that holds an lm-eval results JSON.
+
+    ``rates``: only these (the sweep passes the rates whose recorded settings match its own run).
+    """
     rows = []
     for folder in Path(results_dir).glob("rate*"):
         m = re.fullmatch(r"rate(\d+)", folder.name)
+        if m and rates is not None and int(m.group(1)) not in set(rates):
+            continue
         path = latest_results_json(folder) if m and folder.is_dir() else None
         if path is not None:
             rows.append(row_from_results(int(m.group(1)), path))
@@ -390,8 +395,8 @@ def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None, s
     return paths
 
 
-def render(results_dir: str | Path, title: str | None = None, style: str = "lines") -> list[Path]:
-    rows = collect(results_dir)
+def render(results_dir: str | Path, title: str | None = None, style: str = "lines", rates=None) -> list[Path]:
+    rows = collect(results_dir, rates)
     if not rows:
         raise FileNotFoundError(f"no rate<r>/results_*.json under {results_dir}: run `lm-latent sweep` first")
     return [*write_tables(rows, results_dir), *plot_chart(rows, results_dir, title, style)]
