@@ -17,6 +17,7 @@ COMMANDS = {
     "plot": ("lm_latent.sweep.run:plot_main", "redraw the table and chart of a sweep folder"),
     "demo": ("lm_latent.demo:main", "the whole method in miniature, offline on a CPU (--quick: ~4 min on 2 cores)"),
     "eval": ("lm_latent.cli:eval_main", "run lm_eval with the plugin imported (same flags as lm_eval)"),
+    "study": ("lm_latent.study:main", "a whole study from a recipe: --list, RECIPE --dry-run (plan, commands, costs)"),
 }
 
 
@@ -61,10 +62,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--version":
+        from lm_latent import __version__
+
+        print(f"lm-latent {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lm-latent COMMAND [ARGS]\n\ncommands:")
+        print("usage: lm-latent [--version] COMMAND [ARGS]\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<14} {help_}")
+        print("\n`lm-latent COMMAND --help` lists a command's flags. The plugin's own flags are kebab-case\n"
+              "(--out, --global-batch-size); flags passed through to lm_eval keep lm-eval's spelling\n"
+              "(--model_args, --batch_size).")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -135,3 +135,130 @@ def test_unknown_command_lists_the_commands(capsys):
     assert main(["evaluate"]) == 2
     err = capsys.readouterr().err
     assert "unknown command 'evaluate'" in err and all(name in err for name in COMMANDS)
+
+
+def _parsers(name: str) -> list:
+    """Every argparse parser a sub-command builds (sub-parsers included), captured at ``--help``."""
+    import argparse
+
+    from lm_latent.cli import command_entry
+
+    seen: list = []
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, *args, **kwargs):
+        seen.append(self)
+        raise _Captured
+
+    original_known = argparse.ArgumentParser.parse_known_args
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]
+    argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
+    try:
+        command_entry(name)(["--help"])
+    except _Captured:
+        pass
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+        argparse.ArgumentParser.parse_known_args = original_known  # type: ignore[method-assign]
+    parsers = list(seen)
+    for parser in seen:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return parsers
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["init-adapter", "train", "export", "cache", "sweep", "plot", "demo"])
+def test_every_flag_has_a_help_line_and_no_markup(name, capsys):
+    import argparse
+
+    parsers = _parsers(name)
+    assert parsers, name
+    for parser in parsers:
+        bare = [a.option_strings or a.dest for a in parser._actions
+                if a.help is None and not isinstance(a, argparse._HelpAction)]
+        assert bare == [], (name, bare)
+        text = parser.format_help()
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, (name, text)
+
+
+def test_version_and_the_flag_rule_in_help(capsys):
+    from lm_latent import __version__
+    from lm_latent.cli import main
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"lm-latent {__version__}"
+    assert main(["--help"]) == 0
+    assert "kebab-case" in capsys.readouterr().out
+
+
+def test_init_adapter_out_is_an_adapters_root_and_the_old_leaf_still_works(tmp_path, tiny_base, capsys):
+    from lm_latent.adapter.init import main
+
+    assert main(["--base", str(tiny_base), "--rate", "4", "--codebook-size", "8", "--out", str(tmp_path / "root")]) == 0
+    assert (tmp_path / "root" / "rate4" / "latent.json").is_file()
+    assert "deprecat" not in capsys.readouterr().err.lower()
+    assert main(["--base", str(tiny_base), "--rate", "0", "--out", str(tmp_path / "old" / "rate0")]) == 0
+    old = tmp_path / "old" / "rate0"
+    assert (old / "latent.json").is_file() and not (old / "rate0").exists()
+    assert f"pass --out {tmp_path / 'old'} instead" in capsys.readouterr().err
+
+
+def test_plot_takes_out_and_the_positional_folder_for_one_release(tmp_path, capsys):
+    from lm_latent.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["plot"])  # the folder is required
+    assert "--out" in capsys.readouterr().err
+    missing = tmp_path / "nothing"
+    for argv in (["plot", "--out", str(missing)], ["plot", str(missing)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "lm-latent plot --out" in err  # the deprecation message of the positional spelling
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+
+    lines, commands = README.read_text().splitlines(), []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("    ") and line.split()[0] in ("lm-latent", "lm_eval"):
+            text = line.split("#")[0] if " # " in line or "   #" in line else line
+            while text.rstrip().endswith("\\"):
+                i += 1
+                text = text.rstrip()[:-1] + " " + lines[i]
+            commands.append(shlex.split(text.split("  #")[0].replace("&&", ";").split(";")[0]))
+        i += 1
+    return commands
+
+
+def test_readme_commands_name_real_commands_flags_tasks_and_models():
+    """Each README command: its sub-command exists, each flag is one its parser takes, each task is ours."""
+    from lm_latent.cli import COMMANDS
+
+    commands = _readme_commands()
+    assert len(commands) >= 8
+    ours = {"latent_math", *(f"latent_math_{n}" for n in ("gsm8k", "math", "math500", "college_math",
+                                                          "deepmind_mathematics", "fresh_gaokao_math_2023",
+                                                          "olympiadbench_math", "theoremqa"))}
+    for argv in commands:
+        if argv[0] == "lm-latent":
+            name = argv[1]
+            assert name in COMMANDS, argv
+            flags = {o for parser in _parsers(name) for a in parser._actions for o in a.option_strings}
+            given = [a.split("=")[0] for a in argv[2:] if a.startswith("--")]
+            forwarded = {"--model_args", "--batch_size", "--log_samples", "--limit", "--metadata"}
+            assert all(f in flags or (name == "sweep" and f in forwarded) for f in given), (argv, given)
+        else:
+            assert argv[argv.index("--model") + 1] in ("latent", "latent-vllm"), argv
+            assert set(argv[argv.index("--tasks") + 1].split(",")) <= ours, argv

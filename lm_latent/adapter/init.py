@@ -1,4 +1,4 @@
-"""``lm-latent init-adapter``: an untrained adapter directory in the final format.
+"""lm-latent init-adapter: an untrained adapter directory in the final format.
 
 The LoRA weights start as a no-op (PEFT initialises B to zero), the new-token rows and
 the compressor are random. Use it to smoke-test a new base model through the whole
@@ -62,19 +62,33 @@ def init_adapter(base: str, rate: int, codebook_size: int, out: str | Path, chun
     return out
 
 
+def adapter_dir(root: str | Path, rate: int, warn=print) -> Path:
+    """``ROOT/rate<r>``, as ``lm-latent train --out ROOT`` writes; a ``--out`` that already ends in
+    ``rate<r>`` is the old (0.1.0) leaf spelling, kept for one release with a deprecation message."""
+    root = Path(root)
+    if root.name == f"rate{rate}":
+        warn(f"lm-latent init-adapter: --out now names the adapters root (it writes OUT/rate{rate}, as "
+             f"lm-latent train does); writing {root} as before: pass --out {root.parent} instead")
+        return root
+    return root / f"rate{rate}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
     p = argparse.ArgumentParser(prog="lm-latent init-adapter", description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="base model directory or hub id")
     p.add_argument("--rate", required=True, help="compression rate (0 or 'cot' for plain chain-of-thought)")
-    p.add_argument("--codebook-size", type=int, default=1024, help="number of latent tokens K (default 1024)")
+    p.add_argument("--codebook-size", type=int, default=1024, help="number of latent tokens K (default: 1024)")
     p.add_argument("--chunk-len", type=int, default=None, help="text tokens per chunk L (default: rate)")
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="adapter directory to write, e.g. adapters/rate16")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random new-token rows and compressor (default: 0)")
+    p.add_argument("--out", required=True, help="adapters root: writes OUT/rate<r>, as lm-latent train does")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing adapter directory")
     args = p.parse_args(argv)
     try:
-        out = init_adapter(args.base, args.rate, args.codebook_size, args.out, chunk_len=args.chunk_len,
+        target = adapter_dir(args.out, parse_rate(args.rate), warn=lambda text: print(text, file=sys.stderr))
+        out = init_adapter(args.base, args.rate, args.codebook_size, target, chunk_len=args.chunk_len,
                            lora_r=args.lora_r, seed=args.seed, overwrite=args.overwrite)
     except (FileExistsError, ValueError, OSError) as exc:
         p.exit(2, f"lm-latent init-adapter: error: {exc}\n")

@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def n_params(model) -> int:
 class _Timer:
     """Trainer callback: seconds per optimizer step of this process (resumed steps excluded)."""
 
-    def __new__(cls):
+    def __new__(cls) -> Any:
         from transformers import TrainerCallback
 
         class Timer(TrainerCallback):

@@ -15,7 +15,7 @@ from lm_latent.demo.synthetic import BASE_CORPORA
 from lm_latent.demo.stages import State, demo_paths, say, stage_adapters, stage_base, stage_data, stage_sweep
 
 STAGES = ("data", "base", "adapters", "sweep", "report")
-DESCRIPTION = "``lm-latent demo``: the whole study in miniature, offline, on a laptop CPU."
+DESCRIPTION = "lm-latent demo: the whole study in miniature, offline, on a laptop CPU."
 
 
 def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bool = False,
@@ -41,6 +41,7 @@ def run_demo(out: str | Path, plan: DemoPlan, progress: bool = True, restart: bo
     paths = demo_paths(out)
     state = State(out, plan)
     state.save()
+    eta: Eta | None = None  # set below, before any runner is called
     runners = {
         "data": lambda: stage_data(plan, paths),
         "base": lambda: stage_base(plan, paths, progress, config=base_config),
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="~4 minutes on 2 cores: proves the pipeline and the latent path run; its numbers mean little")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--restart", action="store_true", help="delete --out and start over")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the earlier progress (the whole --out folder) and start over")
     p.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
     p.add_argument("--rates", default=None, help="override the plan's rates, e.g. 0,4,16 (0 is always added)")
     p.add_argument("--finetune-steps", type=int, default=None,

@@ -289,7 +289,7 @@ def generate(n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dic
     """``n`` problems with distinct question texts (none of them in ``exclude``), deterministic in ``seed``."""
     rng = random.Random(seed)
     seen = set(exclude or ())
-    rows = []
+    rows: list[dict] = []
     misses = 0
     while len(rows) < n:
         row = make_problem(rng)

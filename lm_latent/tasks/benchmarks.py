@@ -166,8 +166,9 @@ def load_docs(name: str, data_dir: str | os.PathLike | None = None) -> list[dict
         if not path.is_file():
             raise FileNotFoundError(f"{name}: {path} not found; data_dir must be laid out like shared/data "
                                     f"(expected {bench.local_file} under {data_dir})")
-        rows = read_records(path)
-        where = rows.where
+        local = read_records(path)
+        rows: list[dict] = local
+        where: Callable[[int], str] = local.where
     else:
         rows = bench.public()
         where = lambda i: f"{name} (public source), row {i}"  # noqa: E731

@@ -40,9 +40,9 @@ def process_results(doc: dict, results: list[str]) -> dict[str, object]:
     gen_tokens = getattr(generation, "gen_tokens", math.nan)
     latent_tokens = getattr(generation, "latent_tokens", math.nan)
     truncated = getattr(generation, "truncated", math.nan)  # hit max_gen_toks (no end, no stop)
-    spans = getattr(generation, "latent_spans", None)
-    counted = spans is not None
-    out = {
+    spans = getattr(generation, "latent_spans", None) or ()
+    counted = hasattr(generation, "latent_spans") and generation.latent_spans is not None
+    out: dict[str, object] = {
         "acc": float(result.correct),
         "gen_tokens": float(gen_tokens),
         "latent_tokens": float(latent_tokens),
@@ -72,7 +72,7 @@ def codebook_usage(items: Sequence) -> float:
     size = max((int(i.get("codebook_size") or 0) for i in counted), default=0)
     if not counted or size <= 0:
         return float("nan")
-    used = set()
+    used: set[int] = set()
     for item in counted:
         used.update(int(c) for c in item.get("codes") or ())
     return len(used) / size

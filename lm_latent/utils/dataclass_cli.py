@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, groups: Sequence[s
         if knob.path != _owner(knobs).path:
             continue
         spec = knob.spec
-        target = parser
+        target: argparse._ActionsContainer = parser
         if spec.group:
             if spec.group not in made:
                 made[spec.group] = parser.add_argument_group(spec.group)
