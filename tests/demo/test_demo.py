@@ -360,7 +360,8 @@ def test_demo_first_stages_and_resume(tmp_path, capsys):
     state = json.loads((tmp_path / demo.STATE_FILE).read_text())
     assert set(state["stages"]) == {"data", "base"}
     assert (tmp_path / "base" / "pretrain.json").is_file() and (tmp_path / "data" / "gsm8k" / "test.jsonl").is_file()
-    assert json.loads((tmp_path / "base" / "pretrain.json").read_text())["data"] == str(tmp_path / "data" / "pretrain.jsonl")
+    recorded = json.loads((tmp_path / "base" / "pretrain.json").read_text())["data"]
+    assert recorded == str(tmp_path / "data" / "pretrain.jsonl")
     demo.run_demo(tmp_path, plan, progress=False, stop_after="base", base_config=tiny)  # rerun: both skipped
     assert json.loads((tmp_path / demo.STATE_FILE).read_text())["stages"] == state["stages"]
     with pytest.raises(ValueError, match="another plan"):
@@ -452,7 +453,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert rows[0].avg_gen_tokens < demo.QUICK.max_gen_toks, report  # CoT answers end, not run to the budget
     for rate in (r for r in demo.QUICK.rates if r):
         assert rows[rate].avg_latent_usage > 0, (rate, report)  # answers go through latents
-        samples = [json.loads(line) for path in (out / "results" / f"rate{rate}").rglob("samples_latent_math_gsm8k_*.jsonl")
+        found = (out / "results" / f"rate{rate}").rglob("samples_latent_math_gsm8k_*.jsonl")
+        samples = [json.loads(line) for path in found
                    for line in path.read_text().splitlines()]
         assert len(samples) == demo.QUICK.n_test
         with_latents = [s for s in samples if s["latent_tokens"] > 0]
@@ -499,7 +501,8 @@ def test_chart_labels_never_overlap(acc, tokens):
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     ax_acc = fig.axes[0]
-    texts = [*ax_acc.texts, *fig.axes[1].texts, *ax_acc.get_xticklabels(), ax_acc.xaxis.label, *fig.legends[0].get_texts()]
+    texts = [*ax_acc.texts, *fig.axes[1].texts, *ax_acc.get_xticklabels(), ax_acc.xaxis.label,
+             *fig.legends[0].get_texts()]
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text()]
     assert sum(name.endswith(" tok") for name, _ in boxes) == len(rows)  # every token count is shown
     for i, (name_a, a) in enumerate(boxes):
@@ -583,7 +586,8 @@ def test_code_content_scores_what_a_code_tells_against_the_position_alone():
     assert told["person"].by_code == 1.0 and told["person"].values > 10
     assert told["person"].by_position < 0.2 and told["person"].chunks > 100
     assert all(blind[f].by_code == blind[f].by_position for f in blind)
-    assert replaced_positions("0,48", 16) == 3 and replaced_positions("0,48", 32) == 1 and replaced_positions("8", 16) == 1
+    assert replaced_positions("0,48", 16) == 3 and replaced_positions("0,48", 32) == 1
+    assert replaced_positions("8", 16) == 1
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_runs import KILLED, STEPS, assert_same_adapter, run_train, tensors, train_args, write_data  # noqa: E402
+from train_runs import KILLED, assert_same_adapter, run_train, tensors, train_args, write_data  # noqa: E402
 
 from lm_latent.training.train import EXIT_INTERRUPTED, main  # noqa: E402
 
