@@ -148,7 +148,14 @@ def load_adapter_tokenizer(path: str | os.PathLike, config: LatentConfig):
 
     from lm_latent.adapter.vocab import LatentVocab
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    try:  # never the adapter's own code: an auto_map here used to ask y/N (EOFError without a terminal)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
+            raise
+        raise AdapterError(f"the tokenizer in {path} asks to run its own code (auto_map in its tokenizer "
+                           f"config); lm-latent never runs code an adapter brings. Use a tokenizer saved by "
+                           f"lm-latent train / init-adapter (a standard tokenizer class).") from None
     if len(tokenizer) != config.vocab_size:
         raise AdapterError(f"tokenizer in {path} has {len(tokenizer)} tokens but {LATENT_CONFIG_NAME} says "
                            f"{config.vocab_size}: the tokenizer does not belong to this adapter. Restore the "
@@ -214,9 +221,15 @@ def resolve_base(config: LatentConfig, adapter_path: str | os.PathLike, pretrain
         return str(pretrained)
     recorded = config.base_model or DEFAULT_BASE_MODEL
     path = Path(recorded).expanduser()
-    if path.is_absolute() or path.is_dir():
+    adapter_dir = Path(adapter_path).resolve()
+    if path.is_absolute() or (path.is_dir() and adapter_dir.parent not in [path.resolve(), *path.resolve().parents]):
         return str(path)
-    for folder in [Path(adapter_path).resolve(), *Path(adapter_path).resolve().parents]:
+    for folder in [adapter_dir, *adapter_dir.parents]:
+        # Only a path recorded from the folder a run started in (the demo's ``demo_out/base`` for an
+        # adapter under ``demo_out/``): its first part is a folder the adapter itself lives in. A hub
+        # id (``org/name``) is never taken from a folder inside or above the adapter root (issue #27).
+        if path.parts[0] not in ("..", ".") and (folder / path.parts[0]) not in adapter_dir.parents:
+            continue
         if (folder / path).is_dir():
             logger.info("base %r recorded in %s found at %s", recorded, LATENT_CONFIG_NAME, folder / path)
             return str(folder / path)
