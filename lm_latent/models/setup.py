@@ -177,6 +177,10 @@ def prepare(pretrained: str | None = None, rate: int | str = 16, adapter: str | 
     tokenizer = load_adapter_tokenizer(adapter_path, config)
     vocab = LatentVocab.from_tokenizer(tokenizer, config.codebook_size)
     base = resolve_base(config, adapter_path, pretrained)
+    if not pretrained and str(config_kwargs.get("trust_remote_code", "")).strip().lower() in ("true", "1", "yes"):
+        raise AdapterError(f"trust_remote_code=True would run code shipped with {base!r}, the base that the "
+                           f"adapter's latent.json names; lm-latent trusts remote code only for a base you name "
+                           f"yourself: add pretrained={base} to --model_args if you trust it")
     base_config = None
     if check_base_model:
         base_config = load_base_config(base, config, adapter_path, explicit=bool(pretrained), **config_kwargs)

@@ -272,3 +272,73 @@ def test_missing_base_says_what_was_tried(latent_root, tmp_path, monkeypatch):
     assert str(path / "latent.json") in msg and "the hub id 'demo_out/base'" in msg and "pretrained=" in msg
     with pytest.raises(AdapterError, match=r"Tried pretrained='/no/such/base', and no hub lookup"):
         _prepare(path, "/no/such/base")
+
+
+def _adapter_naming(tmp_path, cot_root, base_model: str):
+    root = tmp_path / "root"
+    shutil.copytree(cot_root, root)
+    record = root / "rate0" / "latent.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "base_model": base_model}))
+    return root
+
+
+def test_hub_id_base_is_never_taken_from_a_folder_inside_or_above_the_adapter_root(tmp_path, cot_root, tiny_base,
+                                                                                   monkeypatch):
+    """Issue #27 (4): ``fakeorg/fakebase`` used to load a folder of that name planted beside the adapter."""
+    from lm_latent.adapter.config import LatentConfig
+    from lm_latent.adapter.load import resolve_base
+
+    root = _adapter_naming(tmp_path, cot_root, "fakeorg/fakebase")
+    for planted in (root / "fakeorg" / "fakebase", root / "rate0" / "fakeorg" / "fakebase",
+                    tmp_path / "fakeorg" / "fakebase"):
+        shutil.copytree(tiny_base, planted)
+    config = LatentConfig.from_pretrained(root / "rate0")
+    monkeypatch.chdir(tmp_path / "fakeorg")  # not from the current folder either when that is not the planted one
+    assert resolve_base(config, root / "rate0") == "fakeorg/fakebase"
+    monkeypatch.chdir(root)  # the current folder inside the adapter root
+    assert resolve_base(config, root / "rate0") == "fakeorg/fakebase"
+
+
+def test_relative_base_recorded_by_an_older_train_still_resolves_beside_the_root(tmp_path, cot_root, tiny_base):
+    from lm_latent.adapter.config import LatentConfig
+    from lm_latent.adapter.load import resolve_base
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_base, run / "demo_out" / "base")
+    root = _adapter_naming(tmp_path, cot_root, "demo_out/base")
+    shutil.move(str(root), str(run / "demo_out" / "adapters"))
+    adapter = run / "demo_out" / "adapters" / "rate0"
+    assert resolve_base(LatentConfig.from_pretrained(adapter), adapter) == str(run / "demo_out" / "base")
+
+
+def test_remote_code_is_never_trusted_for_a_base_the_adapter_named(cot_root, tiny_base):
+    from lm_latent.models.setup import prepare
+
+    with pytest.raises(AdapterError, match="trust_remote_code=True would run code shipped with"):
+        prepare(None, 0, adapters=str(cot_root), trust_remote_code=True)
+    setup = prepare(str(tiny_base), 0, adapters=str(cot_root), trust_remote_code=True)  # named by the user: fine
+    assert setup.pretrained == str(tiny_base)
+
+
+def test_adapter_tokenizer_asking_to_run_code_is_refused_without_a_prompt(tmp_path, cot_root, monkeypatch):
+    """An ``auto_map`` in the adapter's tokenizer config used to ask y/N (EOFError without a terminal)."""
+    from lm_latent.adapter.config import LatentConfig
+
+    root = _adapter_naming(tmp_path, cot_root, json.loads((cot_root / "rate0" / "latent.json").read_text())[
+        "base_model"])
+    tok_config = root / "rate0" / "tokenizer_config.json"
+    data = json.loads(tok_config.read_text())
+    (root / "rate0" / "evil_tokenizer.py").write_text("raise SystemExit('adapter code ran')\n")
+    data["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
+    tok_config.write_text(json.dumps(data))
+    def no_prompt(*a):
+        raise AssertionError("asked the user whether to run the adapter's code")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
+    monkeypatch.setattr("transformers.dynamic_module_utils.input", no_prompt, raising=False)
+    try:  # the standard class named in the config, or a clear refusal; never the adapter's code, never a prompt
+        tokenizer = load_adapter_tokenizer(root / "rate0", LatentConfig.from_pretrained(root / "rate0"))
+    except AdapterError as exc:
+        assert "asks to run its own code" in str(exc)
+    else:
+        assert type(tokenizer).__module__.startswith("transformers.")
