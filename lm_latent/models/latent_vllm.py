@@ -155,7 +155,7 @@ class LatentVLLM(CountingMixin, VLLM):  # type: ignore[valid-type,misc]  # VLLM:
         check_architecture(setup.pretrained)
         extra_rows = setup.config.vocab_size - setup.config.base_vocab_size
         self.merged_path = merged_checkpoint(setup.adapter_path, setup.pretrained, dtype=dtype_to_merge,
-                                             extra_rows=extra_rows)
+                                             extra_rows=extra_rows, in_use=True)  # cache clear skips it
         _cpu_memory_hint(kwargs)
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s) on vLLM from %s", setup.pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size, self.merged_path)

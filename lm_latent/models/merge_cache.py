@@ -5,11 +5,16 @@ checkpoint first (the same :func:`lm_latent.adapter.export.write_merged` as ``lm
 The key hashes the *content* of the adapter and of the base (sha256 of their files, kept in
 a small index by path, size and mtime so a 6 GB base is hashed once), plus the dtype. An
 entry is written atomically (scratch directory renamed on success, ``merge.json`` inside it
-last) and used only when ``merge.json`` lists every file at its recorded size. One process
-merges while the others wait on a file lock (``fcntl.flock``).
+last) and used only when ``merge.json`` lists every file with its sha256 (hashed once, at write)
+and every file still has its recorded size and stamp (mtime, inode): a stat per file on each
+use. A file whose stamp changed is hashed again, and a mismatch makes the entry unusable (it is
+rebuilt). ``lm-latent cache verify`` re-hashes every file (a 6 GiB entry: one read of 6 GiB,
+seconds to a minute). One process merges while the others wait on a file lock (``fcntl.flock``);
+a process using an entry holds a shared lock on it, and ``cache clear`` skips such entries.
 
     lm-latent cache list              # entries, sizes, what they were merged from
-    lm-latent cache clear [KEY ...]   # remove all entries (or the given ones)
+    lm-latent cache verify [KEY ...]  # re-hash every file of every (or the given) entry
+    lm-latent cache clear [KEY ...]   # remove all entries (or the given ones), except those in use
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ HASH_INDEX = ".hash_index.json"
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _TARGET_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_WEIGHT_FILES = (".safetensors", ".json", ".model", ".txt", ".jinja")  # what a merge reads
+# what a merge reads, including every weight format from_pretrained may fall back to (a .bin base's
+# weights are part of the key: issue #27)
+_WEIGHT_FILES = (".safetensors", ".json", ".model", ".txt", ".jinja", ".bin", ".pt", ".pth", ".ckpt", ".h5",
+                 ".msgpack", ".gguf")
 
 
 class MergeCacheError(RuntimeError):
@@ -148,17 +156,71 @@ def dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def entry_is_complete(entry: Path) -> bool:
-    """Only an entry whose ``merge.json`` lists every file at its recorded size is used."""
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def entry_problem(entry: Path, full: bool = False) -> str | None:
+    """Why ``entry`` may not be used (None: it may). ``merge.json`` must list every file with its
+    sha256; a file whose size, mtime or inode differs from the record is re-hashed (``full``: every file)."""
     try:
         record = json.loads((entry / ENTRY_RECORD).read_text(encoding="utf-8"))
-        files = record["files"]
+        files, hashes, stamps = record["files"], record["sha256"], record.get("stamps") or {}
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    try:
-        return bool(files) and all((entry / name).stat().st_size == size for name, size in files.items())
-    except OSError:
-        return False
+        return f"no complete {ENTRY_RECORD} (half-written, or made by an older lm-latent)"
+    if not files or not isinstance(hashes, dict) or set(files) != set(hashes):
+        return f"{ENTRY_RECORD} lists no sha256 for some files"
+    present = {str(p.relative_to(entry)) for p in entry.rglob("*") if p.is_file()} - {ENTRY_RECORD}
+    if present != set(files):
+        return f"files differ from the record: {sorted(present ^ set(files))[:5]}"
+    for name, size in files.items():
+        path = entry / name
+        try:
+            stamp = _stamp(path)
+        except OSError:
+            return f"{name} is missing"
+        if stamp[0] != size:
+            return f"{name} has {stamp[0]} bytes, recorded {size}"
+        if (full or stamps.get(name) != stamp) and _sha256(path) != hashes[name]:
+            return f"{name} does not match its recorded sha256 (damaged or changed after the merge)"
+    return None
+
+
+def entry_is_complete(entry: Path, full: bool = False) -> bool:
+    """Only an entry whose files match their recorded sha256 (see :func:`entry_problem`) is used."""
+    return entry_problem(entry, full) is None
+
+
+_IN_USE: dict[str, int] = {}  # entry path -> fd holding a shared flock for this process's lifetime
+
+
+def _use_lock(root: Path, key: str) -> Path:
+    return root / f".{key}.inuse"
+
+
+def hold(entry: Path) -> None:
+    """Mark ``entry`` as in use by this process (a shared lock, released when the process ends or by
+    :func:`release`); ``cache clear`` then skips it."""
+    if str(entry) in _IN_USE:
+        return
+    fd = os.open(_use_lock(entry.parent, entry.name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _IN_USE[str(entry)] = fd
+
+
+def release(entry: Path) -> None:
+    fd = _IN_USE.pop(str(entry), None)
+    if fd is not None:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -193,8 +255,12 @@ def merge_key(adapter: Path, base_dir: Path, dtype: str, root: Path) -> tuple[st
 
 
 def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto", extra_rows: int = 0,
-                      root: str | os.PathLike | None = None) -> Path:
-    """The cached merged checkpoint of ``adapter`` on ``base`` (built once, under a lock)."""
+                      root: str | os.PathLike | None = None, in_use: bool = False) -> Path:
+    """The cached merged checkpoint of ``adapter`` on ``base`` (built once, under a lock).
+
+    ``in_use``: keep a shared lock on the entry for this process's lifetime (``--model latent-vllm``),
+    so ``lm-latent cache clear`` never removes it under a running engine.
+    """
     from lm_latent.adapter.export import write_merged
 
     adapter = Path(adapter)
@@ -203,7 +269,12 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
     base_dir = local_base(base)
     key, parts = merge_key(adapter, base_dir, dtype, root)
     entry = root / key
-    if not entry_is_complete(entry):
+    if in_use:
+        hold(entry)  # before the check: a clear running now finishes first, and we then rebuild
+    problem = entry_problem(entry)
+    if problem and entry.exists():
+        logger.warning("lm-latent: merged checkpoint %s is not usable (%s); merging again", entry, problem)
+    if problem:
         lock = root / f".{key}.lock"
         start = time.perf_counter()
         with _locked(lock, blocking=False) as got:
@@ -218,11 +289,15 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
                             adapter, base, dtype, _size(need), entry)
                 with atomic_directory(entry, overwrite=True) as tmp:
                     write_merged(adapter, tmp, base=str(base), dtype=dtype)
-                    files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
+                    written = sorted(p for p in tmp.rglob("*") if p.is_file())
+                    files = {str(p.relative_to(tmp)): p.stat().st_size for p in written}
+                    hashes = {str(p.relative_to(tmp)): _sha256(p) for p in written}  # once, at write
+                    stamps = {str(p.relative_to(tmp)): _stamp(p) for p in written}  # kept by the rename
                     write_json_atomic(tmp / ENTRY_RECORD, {
                         **parts, "key": key, "adapter": str(adapter.resolve()), "base": str(base),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "merge_seconds": round(time.perf_counter() - start, 1), "files": files})
+                        "merge_seconds": round(time.perf_counter() - start, 1), "files": files,
+                        "sha256": hashes, "stamps": stamps})
     logger.info("lm-latent: merged checkpoint %s (%.1f MiB on disk; `lm-latent cache list|clear`)",
                 entry, dir_bytes(entry) / 2**20)
     return entry
@@ -256,8 +331,9 @@ def clear(keys: list[str] | None = None, root: Path | None = None) -> tuple[list
         key = entry.name.lstrip(".").split(".")[0]
         if keys and key not in keys:
             continue
-        with _locked(root / f".{key}.lock", blocking=False) as got:
-            if not got:
+        with _locked(root / f".{key}.lock", blocking=False) as got, \
+                _locked(_use_lock(root, key), blocking=False) as unused:
+            if not (got and unused):
                 busy.append(key)
                 continue
             shutil.rmtree(entry, ignore_errors=True)
@@ -269,10 +345,12 @@ def clear(keys: list[str] | None = None, root: Path | None = None) -> tuple[list
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lm-latent cache", description="the merged checkpoints of --model latent-vllm")
-    sub = p.add_subparsers(dest="action", required=True)
+    sub = p.add_subparsers(dest="action", required=True, help="what to do with the cache")
     sub.add_parser("list", help="entries, sizes and what each was merged from")
+    v = sub.add_parser("verify", help="re-hash every file of every entry (or the given keys) against its record")
+    v.add_argument("keys", nargs="*", help="entries to check (default: all)")
     c = sub.add_parser("clear", help="remove all entries, or the given keys")
-    c.add_argument("keys", nargs="*")
+    c.add_argument("keys", nargs="*", help="entries to remove (default: all; see lm-latent cache list)")
     args = p.parse_args(argv)
     root = cache_root()
     if args.action == "list":
@@ -281,15 +359,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no merged checkpoints in {root}")
             return 0
         for r in rows:
-            state = "" if r["complete"] else "  INCOMPLETE (never used; `lm-latent cache clear` removes it)"
+            state = "" if r["complete"] else "  NOT USABLE (incomplete or damaged; never used, rebuilt on next use)"
             print(f"{r['key']}  {r['bytes'] / 2**20:9.1f} MiB  {r['dtype']:<8} {r['created']}  "
                   f"adapter={r['adapter']}  base={r['base']}{state}")
         print(f"total {sum(r['bytes'] for r in rows) / 2**20:.1f} MiB in {root}")
         return 0
+    if args.action == "verify":
+        bad = 0
+        for r in list_entries(root):
+            if args.keys and r["key"] not in args.keys:
+                continue
+            problem = entry_problem(Path(r["path"]), full=True)
+            bad += problem is not None
+            print(f"{r['key']}  {'ok' if problem is None else 'BAD: ' + problem}")
+        return 1 if bad else 0
     removed, busy = clear(args.keys or None, root)
     print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {root}")
     if busy:
-        print(f"skipped (being written by another process): {', '.join(busy)}", file=sys.stderr)
+        print(f"skipped (in use or being written by another process): {', '.join(busy)}", file=sys.stderr)
     missing = [k for k in args.keys if k not in {r.lstrip('.').split('.')[0] for r in removed} and k not in busy]
     if missing:
         print(f"no such entries: {', '.join(missing)}", file=sys.stderr)

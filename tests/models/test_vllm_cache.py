@@ -175,3 +175,68 @@ def test_data_parallel_stop_ids_come_from_the_merged_checkpoint(tmp_path, tiny_b
     GenerationConfig(eos_token_id=[3, 7]).save_pretrained(two)
     assert generation_eos(two) == [3, 7]
     assert generation_eos(tmp_path / "no_config") is None
+
+
+def _flip_a_byte(path: Path, keep_stamp: bool = False) -> None:
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(st.st_size - 3)
+        byte = f.read(1)
+        f.seek(st.st_size - 3)
+        f.write(bytes([byte[0] ^ 0x01]))
+    if keep_stamp:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+
+
+def test_a_flipped_byte_of_the_same_size_is_never_used(tmp_path, tiny_base, cache_adapter, monkeypatch, capsys):
+    """Issue #27 (3): sizes alone used to decide; the damaged file was served and listed as complete."""
+    from safetensors.torch import load_file
+
+    from lm_latent.cli import main
+    from lm_latent.models.merge_cache import ENTRY_RECORD, entry_is_complete, merged_checkpoint
+
+    monkeypatch.setenv("LM_LATENT_HOME", str(tmp_path))
+    entry = merged_checkpoint(cache_adapter, str(tiny_base))
+    record = json.loads((entry / ENTRY_RECORD).read_text())
+    assert set(record["sha256"]) == set(record["files"]) and "model.safetensors" in record["sha256"]
+    good = {k: v.clone() for k, v in load_file(entry / "model.safetensors").items()}  # not the mmap
+    _flip_a_byte(entry / "model.safetensors")
+    assert not entry_is_complete(entry)
+    assert main(["cache", "list"]) == 0 and "NOT USABLE" in capsys.readouterr().out
+    assert merged_checkpoint(cache_adapter, str(tiny_base)) == entry  # rebuilt in place
+    rebuilt = load_file(entry / "model.safetensors")
+    assert all(bool((rebuilt[k] == v).all()) for k, v in good.items())
+    # damage that keeps size and mtime passes the cheap per-use check; `cache verify` reads every byte
+    _flip_a_byte(entry / "model.safetensors", keep_stamp=True)
+    assert main(["cache", "verify"]) == 1
+    assert "does not match its recorded sha256" in capsys.readouterr().out
+    assert not entry_is_complete(entry, full=True)
+
+
+def test_bin_weights_of_the_base_are_part_of_the_key(tmp_path, tiny_base, cache_adapter):
+    import shutil
+
+    from lm_latent.models.merge_cache import merge_key
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    (base / "pytorch_model.bin").write_bytes(b"weights one")
+    key1, _ = merge_key(cache_adapter, base, "auto", tmp_path / "root")
+    (base / "pytorch_model.bin").write_bytes(b"weights two")
+    key2, _ = merge_key(cache_adapter, base, "auto", tmp_path / "root")
+    assert key1 != key2
+
+
+def test_cache_clear_never_removes_an_entry_in_use(tmp_path, tiny_base, cache_adapter, monkeypatch, capsys):
+    from lm_latent.cli import main
+    from lm_latent.models.merge_cache import merged_checkpoint, release
+
+    monkeypatch.setenv("LM_LATENT_HOME", str(tmp_path))
+    entry = merged_checkpoint(cache_adapter, str(tiny_base), in_use=True)  # as --model latent-vllm holds it
+    try:
+        assert main(["cache", "clear"]) == 0
+        assert "in use" in capsys.readouterr().err and (entry / "model.safetensors").is_file()
+    finally:
+        release(entry)
+    assert main(["cache", "clear"]) == 0 and not entry.exists()
