@@ -3,6 +3,7 @@
     python benchmarks/grader_agreement.py [--data ../shared/data] [--rows 200] [--seed 0]
         [--minerva-python PY] [--qwen-python PY] [--bench NAME ...] [--show 3]
         [--peer-cache FILE] [--json FILE]
+    python benchmarks/grader_agreement.py --cases tests/grading/data/model_outputs.jsonl
 
 Why: our own tables only test what we thought of. This script builds model-like outputs
 from every benchmark's real references (``../shared/data``) and grades each one with
@@ -19,6 +20,11 @@ from every benchmark's real references (``../shared/data``) and grades each one 
 * ``qwen``: the Qwen2.5-Math / DART-Math ``math_equal`` with its ``extract_answer``, as
   shipped by the PyPI package ``evalscope==1.0.0`` (``evalscope/metrics/math_parser.py``,
   "largely borrows from Qwen2.5-Math"), in its own venv (``--qwen-python``).
+
+``--cases FILE`` grades a fixed JSONL set instead (one object a line: ``gen``, ``ref``,
+``label``, ``multiple``, ``bench``, ``type``, ``style``): the hand-written model outputs of
+``tests/grading/data/model_outputs.jsonl``, each labelled by a person; ``type`` takes the
+place of the variant in the report, and accuracy per model style is printed too.
 
 A peer whose venv is missing is reported and left out. The peers take ~10 minutes each on
 the full default set; ``--peer-cache FILE`` keeps their verdicts (keyed by output and
@@ -137,7 +143,7 @@ def _peer_main(kind: str, module_path: str) -> int:
 
 
 def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "grading"))
     from test_grading_real_data import (
         Item,
         _same_answer,
@@ -182,6 +188,12 @@ def build_cases(data: Path, benches, rows: int, seed: int) -> list[dict]:
                 add("wrong_boxed", f"Thus the answer is $\\boxed{{{y}}}$.", False)
                 add("wrong_unboxed", f"We work it out step by step.\nSo the value we want is ${y}$.", False)
     return cases
+
+
+def load_cases(path: Path) -> list[dict]:
+    """A labelled JSONL set; its ``type`` stands in for the variant in the report."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [dict(r, variant=r["type"], idx=r.get("id", i)) for i, r in enumerate(rows)]
 
 
 # --------------------------------------------------------------------------------------
@@ -326,12 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", type=int, default=2, help="examples printed per disagreement class")
     ap.add_argument("--peer-cache", type=Path, help="JSON file of peer verdicts, read and updated")
     ap.add_argument("--json", type=Path, help="write every case with every verdict here")
+    ap.add_argument("--cases", type=Path, help="grade this labelled JSONL set instead of building cases")
     ap.add_argument("--peer", choices=("minerva", "qwen"), help=argparse.SUPPRESS)
     ap.add_argument("--module", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.peer:
         return _peer_main(args.peer, args.module)
-    if not args.data.is_dir():
+    if not args.cases and not args.data.is_dir():
         print(f"no benchmark data at {args.data}")
         return 1
     sys.path.insert(0, str(ROOT))
@@ -339,8 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     import lm_latent.grading as g
 
     print(f"our grader: {g.__file__}")
-    cases = build_cases(args.data, args.bench, args.rows, args.seed)
-    print(f"{len(cases)} outputs from {len(args.bench)} benchmarks ({args.rows} rows each at most, seed {args.seed})")
+    if args.cases:
+        cases = load_cases(args.cases)
+        args.bench = list(dict.fromkeys(c["bench"] for c in cases))
+        print(f"{len(cases)} labelled outputs from {args.cases}")
+    else:
+        cases = build_cases(args.data, args.bench, args.rows, args.seed)
+        print(f"{len(cases)} outputs from {len(args.bench)} benchmarks ({args.rows} rows each at most, "
+              f"seed {args.seed})")
     verdicts: dict[str, list] = {}
     t0 = time.perf_counter()
     verdicts["ours"], times = run_ours(cases, args.timeout)
@@ -382,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
         idx = [i for i, c in enumerate(cases) if c["bench"] == bench]
         report([cases[i] for i in idx], {k: [v[i] for i in idx] for k, v in verdicts.items()}, bench, 0)
     report(cases, verdicts, "pooled", args.show)
+    if args.cases:
+        print("accuracy per model style:")
+        for style in sorted({c["style"] for c in cases}):
+            idx = [i for i, c in enumerate(cases) if c["style"] == style]
+            accs = "".join(f"{sum(bool(v[i]) == cases[i]['label'] for i in idx) / len(idx):9.4f}"
+                           for v in verdicts.values())
+            print(f"  {style:<16}{len(idx):>5}{accs}")
     return 0
 
 

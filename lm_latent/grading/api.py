@@ -40,12 +40,12 @@ class _Outcome:
 def _readings(answer: str, other: str) -> list[_Norm]:
     """Normalised readings of ``answer``: usually one.
 
-    A second one when ``1,234`` could also be the list ``1, 234``, or when ``x = 2``
+    A second one when ``1,234`` (or ``1 234``) could also be the list ``1, 234``, or when ``x = 2``
     (normally read as ``2``) meets an equation such as ``2x = 4``.
     """
     first = normalize_answer(answer)
     out = [first]
-    if first.kind == "num" and "," in answer:
+    if first.kind == "num" and ("," in answer or " " in answer.strip()):
         second = normalize_answer(answer, merge_thousands=False)
         if second.text != first.text:
             out.append(second)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .latent import strip_latent
-from .text import _BOOL_WORDS, _TOP_EQ_RE, _fold_unicode, _match_brace
+from .text import _BOOL_WORDS, _TOP_EQ_RE, _fold_unicode, _match_brace, _ordinary_words
 
 _MAX_BOXES_TRIED = 20
 _MAX_BOX_CHARS = 20000
@@ -15,7 +15,8 @@ _MAX_TAIL_CHARS = 4000
 #: Boxes at most this far apart, with no sentence end between them, form one answer set.
 _MAX_BOX_GAP = 300
 _MAX_SPAN_CHARS = 4000
-
+#: Bare LaTeX (no delimiters) is looked for only this far back from the end of the text.
+_BARE_WINDOW = 2000
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
@@ -74,12 +75,18 @@ def _final_box_group(text: str, boxes: list[tuple[int, int, str]]) -> list[tuple
 
 
 _ANSWER_IS_RE = re.compile(
-    r"answer\s{0,20}is\s{0,20}:?|(?:^|\n)[ \t]{0,20}[*#_]{0,6}[ \t]{0,20}(?:final\s{1,20})?answer[ \t]{0,20}[*_]{0,4}[ \t]{0,20}:",
+    r"answer\s{0,20}is\s{0,20}:?"
+    r"|(?:^|\n)[ \t]{0,20}[*#_]{0,6}[ \t]{0,20}(?:final\s{1,20})?answer[ \t]{0,20}[*_]{0,4}[ \t]{0,20}:",
     re.IGNORECASE,
 )
 _HOPE_RE = re.compile(r"I hope it is correct", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"\.\s+(?=[A-Z])|\n\s*\n")
-_NUMBER_RE = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])\.\d+")
+#: A number as a reader reads it: thousands grouped by ``,``, a space, ``\,``, ``{,}`` or ``\!``
+#: (groups of exactly three digits), a decimal part, ``/b``, a trailing ``%``.
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?:\d{1,3}(?:(?:,|,?\\![ ]?|\{,\}|\\,|\\ |[ ])\d{3})+(?![\d-])|\d+)(?:\.\d+)?(?:/\d+)?(?:[ ]?\\?%)?"
+    r"|(?<![\w.])\.\d+(?:[ ]?\\?%)?"
+)
 
 
 def _tidy_tail(rest: str) -> str:
@@ -93,13 +100,38 @@ def _tidy_tail(rest: str) -> str:
     return rest.strip()
 
 
+#: What a sentence says just before the value it states: "The largest $n$ is 34", "x = 5".
+_LINKING_RE = re.compile(
+    r"(?:(?<![A-Za-z])(?:is|are|was|were|be|equals?|equal\s+to|has|have|had|gets?|got|gives?|makes?|yields?"
+    r"|becomes?)|=|:|\\approx|≈)"
+    r"(?:\s+(?:approximately|about|around|roughly|exactly|only|just|then|therefore|thus))*\s*$",
+    re.IGNORECASE,
+)
+_QUALIFIER_ONLY_RE = re.compile(r"^\s*(?:approximately|about|around|roughly|exactly|only|just)\s*$", re.IGNORECASE)
+
+
+def _stated_value(sentence: str) -> str | None:
+    """The value a sentence states after "is"/"="/"has" (``Tom has 8 marbles left`` -> ``8``),
+    when that is its last value; None when it states none that way."""
+    if not _ordinary_words(sentence.replace("$", " ")):
+        return None
+    value, _, start = _final_statement(sentence)
+    if value is None or start < 0:
+        return None
+    before = sentence[:start]
+    if _LINKING_RE.search(before[-80:]) or _QUALIFIER_ONLY_RE.match(before):
+        return value
+    return None
+
+
 def _answer_tails(rest: str) -> list[str]:
     """What follows "The answer is": its first sentence (outside math), then all of it.
 
     The first sentence is the answer ("18. I hope..." / "$5$. This is because...");
     the whole tail is kept as a second candidate because some references are
-    themselves several sentences long. Only the first ``_MAX_TAIL_CHARS`` are read, so
-    the work is bounded whatever follows (32,000 newlines took 5 s through a regex).
+    themselves several sentences long. A sentence that states a value ("Final Answer: The
+    largest $n$ is 34.") gives that value first. Only the first ``_MAX_TAIL_CHARS`` are
+    read, so the work is bounded whatever follows (32,000 newlines took 5 s through a regex).
     """
     rest = rest[:_MAX_TAIL_CHARS]
     hope = _HOPE_RE.search(rest)
@@ -115,14 +147,48 @@ def _answer_tails(rest: str) -> list[str]:
         if dollars % 2 == 0:
             first = _tidy_tail(rest[: m.start()])
             break
-    return [c for c in dict.fromkeys((first, full)) if c]
+    stated = _stated_value(first) if first else None
+    return [c for c in dict.fromkeys((stated, first, full)) if c]
+
+
+_TEXT_GROUP_RE = re.compile(r"\\(?:text|mbox|textrm|textbf|textit|mathrm|operatorname)\s*\{[^{}]*\}")
+_INNER_SENTENCE_RE = re.compile(r"[.!?]\s+[A-Z]")
+#: ``$5 and``, ``$ 15 for``, ``$1,250.``: a ``$`` before a number that no math follows is money.
+_DOLLAR_AMOUNT_RE = re.compile(r"\$[ ]?\d[\d,]*(?:\.\d+)?(?=[ \t]+[A-Za-z]{2}|[.,;:!?)](?:\s|$)|[ \t]*(?:\n|$))")
+
+
+def _is_math(content: str) -> bool:
+    """Can ``content`` (between two ``$``) be a formula? Not empty, not a sentence, not cut
+    off after an operator (``$10 - $3 = $7`` holds no span)."""
+    c = content.strip()
+    if not c or c[-1] in "+-*/=^_":
+        return False
+    c = _TEXT_GROUP_RE.sub(" ", c)
+    return len(_ordinary_words(c)) < 2 and not _INNER_SENTENCE_RE.search(c)
+
+
+def _inline_close(text: str, i: int) -> int:
+    """The ``$`` closing the inline span opened at ``i``, or -1 (escaped ``\\$`` skipped)."""
+    j = i + 1
+    limit = min(len(text), i + 1 + _MAX_SPAN_CHARS)
+    while True:
+        j = text.find("$", j, limit)
+        if j < 0 or text[j - 1] != "\\":
+            break
+        j += 1
+    if j < 0 or "\n\n" in text[i:j]:
+        return -1
+    return j
 
 
 def _math_spans(text: str) -> list[tuple[int, int, str]]:
     """``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]`` as (start, end, content); linear.
 
-    An inline ``$`` opens only before a non-space and closes only after a non-space and
-    not before a digit (pandoc's rule), so "paid $5 and got $3 back" holds no math.
+    An inline span is a balanced ``$...$``. Tight against its content (pandoc's rule) it is
+    always one; with spaces inside the delimiters (models write ``$ \\sqrt{2} $``) its
+    content must be able to be a formula and its ``$`` must not be money, which is
+    recognised by what follows the number: "paid $5 and got $3 back" and "$ 15 for the
+    shirt" hold no math, ``$5$``, ``$ 5 $`` and ``$2\\,500$`` do.
     """
     spans: list[tuple[int, int, str]] = []
     n = len(text)
@@ -151,23 +217,14 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
                 else:
                     i += 2
                 continue
-            if i + 1 < n and not text[i + 1].isspace():
-                j = i + 1
-                limit = min(n, i + 1 + _MAX_SPAN_CHARS)
-                closed = -1
-                while True:
-                    j = text.find("$", j, limit)
-                    if j < 0 or "\n\n" in text[i:j]:
-                        break
-                    if text[j - 1] == "\\":
-                        j += 1
-                        continue
-                    if not text[j - 1].isspace() and not (j + 1 < n and text[j + 1].isdigit()):
-                        closed = j
-                    break
-                if closed > 0:
-                    spans.append((i, closed + 1, text[i + 1 : closed]))
-                    i = closed + 1
+            j = _inline_close(text, i)
+            # a closing ``$`` right before a digit opens an amount ("$5 and $3" is no span)
+            if j > 0 and not (j + 1 < n and text[j + 1].isdigit()):
+                content = text[i + 1 : j]
+                tight = not content[:1].isspace() and not content[-1:].isspace()
+                if tight or (not _DOLLAR_AMOUNT_RE.match(text, i) and _is_math(content)):
+                    spans.append((i, j + 1, content))
+                    i = j + 1
                     continue
             i += 1
             continue
@@ -199,49 +256,172 @@ def _span_answer(content: str) -> str:
     return s
 
 
-def _masked(text: str, spans: list[tuple[int, int, str]]) -> str:
+def _masked(text: str, spans: list[tuple[int, int, str]], fill: str = " ") -> str:
     """``text`` with every math span blanked (same length), for searches outside math."""
     if not spans:
         return text
     out, last = [], 0
     for a, b, _ in spans:
         out.append(text[last:a])
-        out.append(" " * (b - a))
+        out.append(fill * (b - a))
         last = b
     out.append(text[last:])
     return "".join(out)
 
 
-def _final_statement(text: str) -> tuple[str | None, tuple[str, ...]]:
+_CMD_AT_RE = re.compile(r"\\[A-Za-z]+\*?")
+_SPACING_CMDS = frozenset(r"\quad \qquad \text \mbox \textrm \mathrm \rm \displaystyle".split())
+#: Commands a single letter before them may be multiplied by or related with ("a \cdot b").
+_BINARY_CMDS = frozenset(r"\cdot \times \div \pm \mp \le \leq \ge \geq \ne \neq \in \approx \equiv \cup \cap".split())
+#: What a run may start with that is not its value: separators, or the word "a"/"I" before a
+#: non-operator ("gives a \frac{1}{2} chance"; but "a \cdot b" keeps its "a").
+_RUN_LEAD_RE = re.compile(r"[,'=:]*\s*(?:(?:a|A|I)\s+(?!\\(?:" + "|".join(c[1:] for c in _BINARY_CMDS) + r")\b))?")
+_RUN_TRAILING_UNIT_RE = re.compile(r"(?<=[\d}])\s+[JNmsCVAKWgLT]$")
+
+
+def _bare_runs(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    r"""LaTeX written without delimiters (``we get -\frac{10}{9}``), as (start, end, content).
+
+    A run is a stretch of math tokens (commands with their brace groups, numbers,
+    operators, brackets, single letters) outside the spans, in the last ``_BARE_WINDOW``
+    characters; a word of two or more letters, a sentence end or a new line ends it.
+    Only runs with a LaTeX command count: plain arithmetic stays the numbers' business.
+    """
+    base = max(0, len(text) - _BARE_WINDOW)
+    s = _masked(text[base:], [(a - base, b - base, c) for a, b, c in spans if b > base], "\0")
+    runs: list[tuple[int, int, str]] = []
+    n = len(s)
+    i = 0
+    start, last, cmd = -1, -1, False
+
+    def close() -> None:
+        if start >= 0 and cmd:
+            content = s[start:last]
+            m = _RUN_LEAD_RE.match(content)
+            lead = m.end() if m else 0
+            content = _RUN_TRAILING_UNIT_RE.sub("", content[lead:].rstrip(" ,'"))
+            if re.search(r"[\dA-Za-z]", _CMD_AT_RE.sub("", content)):
+                runs.append((base + start + lead, base + start + lead + len(content), content))
+
+    while i < n:
+        c = s[i]
+        end = -1
+        is_cmd = False
+        if c == "\\":
+            m = _CMD_AT_RE.match(s, i)
+            if m:
+                end = m.end()
+                is_cmd = m.group(0).rstrip("*") not in _SPACING_CMDS
+                if not is_cmd and m.group(0) in (r"\text", r"\mbox", r"\textrm", r"\mathrm"):
+                    k = end
+                    while k < n and s[k] == " ":
+                        k += 1
+                    if k < n and s[k] == "{":
+                        close_at = _match_brace(s, k, 400)
+                        end = close_at + 1 if close_at is not None else -1
+            elif i + 1 < n and s[i + 1] in ",;:!{}|% ":
+                end = i + 2
+        elif c == "{":
+            close_at = _match_brace(s, i, 400)
+            end = close_at + 1 if close_at is not None else -1
+        elif c.isdigit():
+            m = re.compile(r"\d+(?:\.\d+)?").match(s, i)
+            end = m.end()
+        elif c in "+-*/^_=<>()[]|',!":
+            end = i + 1
+        elif c.isalpha():
+            j = i
+            while j < n and s[j].isalpha():
+                j += 1
+            if j - i == 1:
+                end = j
+            else:
+                close()
+                start, cmd = -1, False
+                i = j
+                continue
+        elif c in " \t":
+            i += 1
+            continue
+        if end < 0:
+            close()
+            start, cmd = -1, False
+            i += 1
+            continue
+        if start < 0:
+            start = i
+        cmd = cmd or is_cmd
+        last = end
+        i = end
+    close()
+    return runs
+
+
+_NAME_RE = re.compile(r"\s*(?:[A-Za-z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*")
+_OPTION_END_RE = re.compile(r"\(([a-eA-E])\)[\s.!*]*$")
+_LIST_ITEM_RE = re.compile(r"(?<![\w.])(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(,\s*(?:and\s+)?|\s+and\s+)$")
+_TUPLE_BEFORE_RE = re.compile(r"[(\[]\s*(?:-?\d+(?:\.\d+)?\s*,\s*)+-?$")
+
+
+def _number_value(masked: str, num: re.Match) -> tuple[int, str]:
+    """The value a last number states, and where it starts: the number (signed), or the
+    tuple ``(0.354, 0.447)`` or the list ``2, 3 and 7`` (one comma at least) it ends."""
+    a, b, value = num.start(), num.end(), num.group(0)
+    if a > 0 and masked[a - 1] == "-" and (a < 2 or not (masked[a - 2].isalnum() or masked[a - 2] in ")]}")):
+        a, value = a - 1, "-" + value
+    tup = _TUPLE_BEFORE_RE.search(masked, max(0, a - 300), a)
+    after = re.compile(r"\s*[)\]]").match(masked, b)
+    if tup and after:
+        return tup.start(), masked[tup.start() : after.end()]
+    items, pos, comma = [value], a, False
+    while len(items) < 50:
+        m = _LIST_ITEM_RE.search(masked, max(0, pos - 60), pos)
+        if not m:
+            break
+        items.insert(0, m.group(1))
+        comma = comma or "," in m.group(2)
+        pos = m.start()
+    return (pos, ", ".join(items)) if comma else (a, value)
+
+
+def _final_statement(text: str) -> tuple[str | None, tuple[str, ...], int]:
     """No box, "answer is" or ``####``: the last math span of the final sentence that has
-    math or a number, else that sentence's last number (signed). Returns the answer and,
-    when the span was reduced (``16-3-4=9`` -> ``9``), the whole span as an alternate
-    reading (a reference may itself be ``\\log_6(1/36) = -2``)."""
+    math or a number, else that sentence's last number (signed; the list or tuple it ends).
+    LaTeX without delimiters counts as a span. Returns the answer, the whole span as an
+    alternate reading when it was reduced (``16-3-4=9`` -> ``9``; a reference may itself
+    be ``\\log_6(1/36) = -2``), and where the answer starts (-1 when there is none)."""
     spans = _math_spans(text)
+    bare = _bare_runs(text, spans)
+    if bare:
+        spans = sorted(spans + bare)
     masked = _masked(text, spans)
     num = None
-    for num in _NUMBER_RE.finditer(masked):
+    for num in _NUMBER_RE.finditer(masked):  # noqa: B007 - the last match is wanted
         pass
-    last_span = next((s for s in reversed(spans) if s[2].strip()), None)
+    # "The largest $n$ is 34": a span that only names a variable states no value
+    values = [s for s in spans if s[2].strip() and not _NAME_RE.fullmatch(s[2])]
+    last_span = values[-1] if values else next((s for s in reversed(spans) if s[2].strip()), None)
+    if not values and last_span is not None and num is not None:
+        last_span = None
     if last_span is None and num is None:
-        return None, ()
+        opt = _OPTION_END_RE.search(masked[-200:])
+        if opt:
+            return f"({opt.group(1).lower()})", (), len(text) - 200 + opt.start()
+        return None, (), -1
 
-    def from_span(content: str) -> tuple[str, tuple[str, ...]]:
-        reduced, whole = _span_answer(content), content.strip()
-        return reduced, (whole,) if whole != reduced else ()
+    def from_span(span: tuple[int, int, str]) -> tuple[str, tuple[str, ...], int]:
+        reduced, whole = _span_answer(span[2]), span[2].strip()
+        return reduced, (whole,) if whole != reduced else (), span[0]
 
     if last_span is not None and (num is None or num.start() < last_span[0]):
-        return from_span(last_span[2])
+        return from_span(last_span)
     # The last thing stated is a plain number: a span earlier in its sentence still wins.
     if last_span is not None:
         between = masked[last_span[1] : num.start()]
         if not re.search(r"[.!?](?=\s)|\n", between):
-            return from_span(last_span[2])
-    value = num.group(0)
-    s = num.start()
-    if s > 0 and masked[s - 1] == "-" and (s < 2 or not (masked[s - 2].isalnum() or masked[s - 2] in ")]}")):
-        value = "-" + value
-    return value, ()
+            return from_span(last_span)
+    a, value = _number_value(masked, num)
+    return value, (), a
 
 
 def _states_a_value(tail: str) -> bool:
@@ -271,10 +451,18 @@ def _extract(text: str) -> _Extraction:
     if not text:
         return _Extraction(None)
     text = _fold_unicode(strip_latent(str(text)))
+    if "think>" in text:
+        close = text.rfind("</think>")
+        if close >= 0:
+            after = _extract(text[close + 8 :])
+            if after.answer is not None:
+                return after  # what is said after the reasoning is the answer
+        elif text.lstrip().startswith("<think>"):
+            return _Extraction(None)  # cut off while thinking: no answer was given
     boxes = _boxes(text)
     box_pos = boxes[-1][0] if boxes else -1
     last_is = None
-    for last_is in _ANSWER_IS_RE.finditer(text):
+    for last_is in _ANSWER_IS_RE.finditer(text):  # noqa: B007 - the last match is wanted
         pass
     is_pos = last_is.start() if last_is is not None else -1
     hash_pos = text.rfind("####")
@@ -293,7 +481,7 @@ def _extract(text: str) -> _Extraction:
         ans = ans.rstrip(".").strip().strip("$").strip()
         if ans:
             return _Extraction(ans)
-    answer, alternates = _final_statement(text)
+    answer, alternates, _ = _final_statement(text)
     return _Extraction(answer, alternates)
 
 

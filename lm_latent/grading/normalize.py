@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .text import _BOOL_WORDS, _TOP_EQ_RE, _fold_unicode, _match_brace
+from .text import _BOOL_WORDS, _TOP_EQ_RE, _fold_unicode, _match_brace, _ordinary_words
 
 #: Longer normalised answers are compared as strings only (sympy is never asked).
 MAX_SYMPY_CHARS = 2000
@@ -42,18 +42,24 @@ _UNIT_WORD_RE = re.compile(
 _GLUED_UNITS = (
     "cm|mm|km|m|kg|mg|g|ml|mL|L|s|sec|min|h|hr|hrs|ft|in|yd|mi|mph|kmh|lb|lbs|oz|kW|W|J|N|Pa|Hz|V|A|K|mol|dollars?|cents?"
 )
-_GLUED_UNIT_RE = re.compile(rf"^(?P<body>[-+]?\d[\d,]*(?:\.\d+)?)\s*(?:{_GLUED_UNITS})(?:\^\{{?[23]\}}?)?\.?$")
+#: ``5cm``, ``3.7 m/s``, ``9.8 m/s^2``: a value and a unit made of the symbols above.
+_GLUED_UNIT_RE = re.compile(
+    rf"^(?P<body>[-+]?\d[\d,]*(?:\.\d+)?)\s*(?:{_GLUED_UNITS})(?:\s*/\s*(?:{_GLUED_UNITS}))?(?:\^\{{?[23]\}}?)?\.?$"
+)
 _MATH_WORDS = frozenset(
     "pi sqrt ln log lg sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh exp inf infty "
     "and or to mod pmod bmod times cdot div i e".split()
 )
-_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+#: A whole answer that is one number with its thousands grouped by commas or by spaces
+#: (``1,000``, ``1 000``; ``\,`` and ``\u2009`` have become spaces by then).
+_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?")
 _EQ_PREFIX_RE = re.compile(
     r"^(?P<lhs>[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[a-zA-Z]+(?:_\{?[A-Za-z0-9]+\}?)?)\s*(?:=|\\in(?![a-zA-Z]))\s*(?P<rhs>.+)$",
     re.DOTALL,
 )
 _NOT_VARIABLES = frozenset(
-    r"\sin \cos \tan \cot \sec \csc \log \ln \exp \lim \sum \int \frac \sqrt \angle \triangle \text \mathrm \mathbf".split()
+    r"\sin \cos \tan \cot \sec \csc \log \ln \exp \lim \sum \int \frac \sqrt \angle \triangle \text \mathrm "
+    r"\mathbf".split()
 )
 _SET_BUILDER_RE = re.compile(r"^\\\{\s*[A-Za-z]\s*(?:\||\\mid|:)\s*(?P<cond>.+?)\s*\\\}$", re.DOTALL)
 _SCI_RE = re.compile(r"^(?P<m>[-+]?(?:\d+(?:\.\d*)?|\.\d+))[eE](?P<e>[-+]?\d+)$")
@@ -64,7 +70,9 @@ _POW10_RE = re.compile(r"^(?P<sign>[-+]?)10\s*\^\s*\{?\s*(?P<e>[-+]?\d+)\s*\}?$"
 _INT_RE = re.compile(r"^[-+]?\d+$")
 _DEC_RE = re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+)$")
 _SLASH_FRAC_RE = re.compile(r"^(?P<s>[-+]?)\(?(?P<a>\d+)\)?\s*/\s*\(?(?P<b>\d+)\)?$")
-_LATEX_FRAC_RE = re.compile(r"^(?P<s>[-+]?)\\frac\s*(?:\{\s*(?P<a>[-+]?\d+)\s*\}|(?P<a1>\d))\s*(?:\{\s*(?P<b>[-+]?\d+)\s*\}|(?P<b1>\d))$")
+_LATEX_FRAC_RE = re.compile(
+    r"^(?P<s>[-+]?)\\frac\s*(?:\{\s*(?P<a>[-+]?\d+)\s*\}|(?P<a1>\d))\s*(?:\{\s*(?P<b>[-+]?\d+)\s*\}|(?P<b1>\d))$"
+)
 _OPTION_RE = re.compile(r"^\(\s*([A-Ea-e])\s*\)$|^([A-E])$|^([A-E])\)$")
 _KEY_SUPERSCRIPT_RE = re.compile(r"([_^])\{(\w)\}")
 # Plain-text math that the LaTeX parser would read as products of letters ("pi" -> p*i).
@@ -73,12 +81,6 @@ _PLAIN_FUNCS_RE = re.compile(
 )
 _PLAIN_PI_RE = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
 _PLAIN_INF_RE = re.compile(r"(?<![\\A-Za-z])(?:infinity|inf|oo)(?![A-Za-z])")
-_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}(?![A-Za-z])")
-_MATH_NAMES = frozenset(
-    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log exp max min det lim mod gcd lcm "
-    "sqrt frac infty deg dim ker arg sgn rank span".split()
-)
-_NOT_PROSE_RE = re.compile(r"\\(?:begin|end|operatorname|mathrm|mathbf|mathbb|mathcal|mathit)\s*\{[^{}]*\}")
 
 
 def _unwrap_once(s: str) -> str:
@@ -111,7 +113,11 @@ def _strip_units(s: str) -> str:
     """Drop unit text after a value: ``5\\text{ cm}^2``, ``10 cm``, ``12 dollars``."""
     for _ in range(3):
         m = _TRAILING_TEXT_UNIT_RE.match(s)
-        if m and re.search(r"[\d}\])a-zA-Z]$", m.group("body")) and not re.fullmatch(r"(?:and|or|if|for|where)", m.group("unit").strip()):
+        if (
+            m
+            and re.search(r"[\d}\])a-zA-Z]$", m.group("body"))
+            and not re.fullmatch(r"(?:and|or|if|for|where)", m.group("unit").strip())
+        ):
             s = m.group("body").rstrip()
             continue
         break
@@ -229,7 +235,7 @@ def _clean(s: str, merge_thousands: bool = True, strip_assignment: bool = True) 
             break
         s = t
     if merge_thousands and _THOUSANDS_RE.fullmatch(s):
-        s = s.replace(",", "")
+        s = s.replace(",", "").replace(" ", "")
     if _SPACED_NUMBERS_RE.fullmatch(s):  # "12 3 0" (a sorted list), not 12*3*0
         s = "(" + ", ".join(s.split()) + ")"
     m = _MIXED_NUMBER_RE.match(s)
@@ -252,7 +258,7 @@ def _clean(s: str, merge_thousands: bool = True, strip_assignment: bool = True) 
         ):
             s = rhs
             if merge_thousands and _THOUSANDS_RE.fullmatch(s):
-                s = s.replace(",", "")
+                s = s.replace(",", "").replace(" ", "")
     if "\\" not in s:  # plain-text math, not LaTeX
         s = s.replace("**", "^")
         s = re.sub(r"(?<![\\A-Za-z])sqrt\s*\(([^()]*)\)", r"\\sqrt{\1}", s)
@@ -265,9 +271,7 @@ def _clean(s: str, merge_thousands: bool = True, strip_assignment: bool = True) 
 
 def _is_prose(text: str) -> bool:
     """Two or more ordinary words: a sentence, not a formula (compared as a string only)."""
-    text = _NOT_PROSE_RE.sub(" ", text)
-    words = [w for w in _PROSE_WORD_RE.findall(text) if w.lower() not in _MATH_NAMES]
-    return len(words) >= 2
+    return len(_ordinary_words(text)) >= 2
 
 
 def _poly_eq_zero(text: str) -> bool:

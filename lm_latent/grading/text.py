@@ -47,6 +47,24 @@ def _fold_unicode(text: str) -> str:
 
 
 
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}(?![A-Za-z])")
+_MATH_NAMES = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log exp max min det lim mod gcd lcm "
+    "sqrt frac infty deg dim ker arg sgn rank span".split()
+)
+_NOT_PROSE_RE = re.compile(r"\\(?:begin|end|operatorname|mathrm|mathbf|mathbb|mathcal|mathit)\s*\{[^{}]*\}")
+
+
+def _ordinary_words(text: str) -> list[str]:
+    """Words of three or more letters that are not LaTeX commands or function names.
+
+    Two of them make a sentence rather than a formula: what normalisation compares as
+    prose, and what extraction refuses to read as the inside of a ``$...$`` span.
+    """
+    text = _NOT_PROSE_RE.sub(" ", text)
+    return [w for w in _PROSE_WORD_RE.findall(text) if w.lower() not in _MATH_NAMES]
+
+
 def _match_brace(s: str, open_pos: int, limit: int | None = None) -> int | None:
     """Index of the ``}`` closing the ``{`` at ``open_pos`` (escaped ``\\{ \\}`` skipped)."""
     depth = 0

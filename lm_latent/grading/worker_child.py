@@ -62,7 +62,8 @@ def _mv_parse(text: str):
         return hit
     # \boxed{} marks the whole string as the answer, so math-verify parses all of it.
     parse = _MV_STATE["parse"]
-    parsed = parse("\\boxed{" + text.replace("\n", " ") + "}", extraction_config=_MV_STATE["config"], parsing_timeout=None)
+    boxed = "\\boxed{" + text.replace("\n", " ") + "}"
+    parsed = parse(boxed, extraction_config=_MV_STATE["config"], parsing_timeout=None)
     if not any(not isinstance(x, str) for x in parsed) and _PLAIN_EXPR_RE.fullmatch(text):
         alt = parse(text, extraction_config=_MV_STATE["expr_config"], parsing_timeout=None)
         if len(alt) == 2 and isinstance(alt[1], str) and alt[1].strip() == text.strip():

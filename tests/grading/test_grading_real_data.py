@@ -3,7 +3,7 @@
 Skipped when the folder is absent (a fresh clone has no ``../shared``). The default
 tests subsample the large sets to ``SAMPLE`` rows each (fixed seed); the full sets run
 in ``test_full_sets`` (marked slow, only with ``LM_LATENT_GRADING_FULL=1``) or with
-``python tests/test_grading_real_data.py --full [bench ...]``. Rates and failures are
+``python tests/grading/test_grading_real_data.py --full [bench ...]``. Rates and failures are
 printed; run ``pytest -s`` to see them. References come from the tasks' own loader
 (``tasks/benchmarks.py``) and are graded the way ``tasks/scoring.py`` grades them.
 """
@@ -22,11 +22,11 @@ import pytest
 
 from lm_latent.grading import grade, is_equiv, is_equiv_multi, split_answers
 from lm_latent.grading.extract import _last_boxed
-from lm_latent.records import read_records
+from lm_latent.utils.records import read_records
 from lm_latent.tasks.benchmarks import BENCHMARKS as TASK_BENCHMARKS
 from lm_latent.tasks.benchmarks import load_docs
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SAMPLE = 500
 SEED = 1234
 TIMEOUT = 5.0
@@ -328,7 +328,9 @@ def test_gsm8k_thousands_and_answer_is(data_dir):
         else:
             whole, _, frac = n.partition(".")
             with_commas = f"{int(whole):,}" + (f".{frac}" if frac else "")
-        for gen in (f"So she earns \\boxed{{{with_commas}}} dollars.", f"The answer is: {n}", f"The answer is {with_commas}."):
+        forms = (f"So she earns \\boxed{{{with_commas}}} dollars.", f"The answer is: {n}",
+                 f"The answer is {with_commas}.")
+        for gen in forms:
             res = grade(gen, it.solution, TIMEOUT)  # the reference as stored: "... #### N"
             if not res.correct:
                 failures.append((it.idx, gen, it.answer, res.extracted))
@@ -417,7 +419,7 @@ def test_full_sets(data_dir, bench):
 
 
 def main(argv: list[str]) -> int:
-    """Script mode: ``python tests/test_grading_real_data.py [--full] [bench ...]``."""
+    """Script mode: ``python tests/grading/test_grading_real_data.py [--full] [bench ...]``."""
     full = "--full" in argv
     benches = [a for a in argv if not a.startswith("--")] or list(BENCHMARKS)
     if not DATA.is_dir():
@@ -432,12 +434,15 @@ def main(argv: list[str]) -> int:
         t2 = time.perf_counter()
         p_checked, p_wrong = perturbed_unequal(items)
         print(f"{bench}: rows={len(items)} self-agreement={1 - len(failures) / checks:.4f} "
-              f"({checks - len(failures)}/{checks}, {t1 - t0:.1f}s) shuffled-unequal={1 - len(wrong) / max(checked, 1):.4f} "
+              f"({checks - len(failures)}/{checks}, {t1 - t0:.1f}s) "
+              f"shuffled-unequal={1 - len(wrong) / max(checked, 1):.4f} "
               f"({checked - len(wrong)}/{checked}, excluded {excluded}, {t2 - t1:.1f}s) "
               f"perturbed-unequal={1 - len(p_wrong) / max(p_checked, 1):.4f} ({p_checked - len(p_wrong)}/{p_checked})")
         _show("perturbed graded equal", [(it.idx, str(it.answer)[:100], p[:100]) for it, p in p_wrong], 200)
-        _show("self failures", [(name, it.idx, str(it.answer)[:150], (ext or "")[:100]) for name, it, ext in failures], 200)
-        _show("shuffled graded equal", [(a.idx, str(a.answer)[:100], b.idx, str(b.answer)[:100]) for a, b in wrong], 200)
+        _show("self failures",
+              [(name, it.idx, str(it.answer)[:150], (ext or "")[:100]) for name, it, ext in failures], 200)
+        _show("shuffled graded equal",
+              [(a.idx, str(a.answer)[:100], b.idx, str(b.answer)[:100]) for a, b in wrong], 200)
         t3 = time.perf_counter()
         for name, (n_checks, fails) in reader_agreement(items).items():
             print(f"{bench}: {name} self-agreement={1 - len(fails) / max(n_checks, 1):.4f} "
@@ -453,5 +458,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     raise SystemExit(main(sys.argv[1:]))

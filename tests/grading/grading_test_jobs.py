@@ -1,4 +1,4 @@
-"""Worker jobs for tests/test_grading.py: a comparison that hangs, one that kills the worker.
+"""Worker jobs for tests/grading/test_worker.py: a comparison that hangs, one that kills the worker.
 
 Loaded only inside a test's own grading worker, through ``_SympyWorker(jobs_module=...)``
 (the worker imports this module by name; pytest puts ``tests/`` on ``sys.path`` and the
