@@ -113,6 +113,13 @@ def write_merged(adapter: str | os.PathLike, target: str | os.PathLike, base: st
     base, base_config = find_base(config, adapter, base)  # a relative recorded base, what was tried
     logger.info("merge: base %s + adapter %s (rate=%s) -> %s", base, adapter, config.rate, target)
     check_base(config, base, base_config, adapter)
+    from lm_latent.utils.fileio import check_free_space, explain_disk_full
+
+    need = merged_bytes(base, dtype, config.vocab_size - config.base_vocab_size)
+    if with_compressor and (adapter / COMPRESSOR_DIR).is_dir():
+        need += sum(p.stat().st_size for p in (adapter / COMPRESSOR_DIR).rglob("*") if p.is_file())
+    if need:
+        check_free_space(target, need, "the merged checkpoint")  # before loading, let alone writing
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     model = attach_adapter(model, adapter, config, merge=True)
     model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
@@ -120,11 +127,25 @@ def write_merged(adapter: str | os.PathLike, target: str | os.PathLike, base: st
         model.config.pad_token_id = tokenizer.pad_token_id
         if model.generation_config is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(target), safe_serialization=True)
-    tokenizer.save_pretrained(str(target))
-    shutil.copyfile(adapter / LATENT_CONFIG_NAME, target / EXPORTED_CONFIG_NAME)
-    if with_compressor and (adapter / COMPRESSOR_DIR).is_dir():
-        shutil.copytree(adapter / COMPRESSOR_DIR, target / COMPRESSOR_DIR)
+    with explain_disk_full(target, "the merged checkpoint", need or None):
+        model.save_pretrained(str(target), safe_serialization=True)
+        tokenizer.save_pretrained(str(target))
+        shutil.copyfile(adapter / LATENT_CONFIG_NAME, target / EXPORTED_CONFIG_NAME)
+        if with_compressor and (adapter / COMPRESSOR_DIR).is_dir():
+            shutil.copytree(adapter / COMPRESSOR_DIR, target / COMPRESSOR_DIR)
+
+
+def merged_bytes(base: str, dtype: str, extra_rows: int) -> int:
+    """The merged weights' size from a local base's safetensors headers (0 when unknown: a hub id)."""
+    from lm_latent.models.merge_cache import estimate_merged_bytes
+
+    base_dir = Path(base).expanduser()
+    if not base_dir.is_dir():
+        return 0
+    try:
+        return estimate_merged_bytes(base_dir, dtype, extra_rows)
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
