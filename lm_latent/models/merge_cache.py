@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lm_latent.adapter.load import COMPRESSOR_DIR, HOME_ENV
-from lm_latent.utils.fileio import atomic_directory, write_json_atomic
+from lm_latent.utils.fileio import atomic_directory, explain_disk_full, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,8 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
                 check_disk(root, need)
                 logger.info("lm-latent: merging adapter %s into base %s (dtype %s, about %s) -> %s",
                             adapter, base, dtype, _size(need), entry)
-                with atomic_directory(entry, overwrite=True) as tmp:
+                with explain_disk_full(root, "the merged checkpoint", need), \
+                        atomic_directory(entry, overwrite=True) as tmp:
                     write_merged(adapter, tmp, base=str(base), dtype=dtype)
                     written = sorted(p for p in tmp.rglob("*") if p.is_file())
                     files = {str(p.relative_to(tmp)): p.stat().st_size for p in written}

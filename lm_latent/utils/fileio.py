@@ -236,3 +236,41 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[dict]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # while still holding it, so nobody locks a file about to vanish
         os.close(fd)
+
+
+class NoSpaceError(OSError):
+    """Not enough disk for what is about to be written: the message names the folder and the size."""
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_free_space(where: str | os.PathLike, need: int, what: str, margin: int = 64 << 20) -> None:
+    """Refuse before writing ``need`` bytes of ``what`` into ``where`` (or its nearest existing parent)."""
+    folder = Path(where)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need + margin:
+        raise NoSpaceError(f"not enough disk for {what}: it needs about {_size_text(need)} in {folder}, but only "
+                           f"{_size_text(free)} is free there. Free some space or write to a larger disk.")
+
+
+@contextlib.contextmanager
+def explain_disk_full(where: str | os.PathLike, what: str, need: int | None = None) -> Iterator[None]:
+    """Turn "No space left on device" (or a full quota) while writing ``what`` into a message naming
+    the folder and, where known, the space needed."""
+    import errno
+
+    try:
+        yield
+    except NoSpaceError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        needed = f" (it needs about {_size_text(need)})" if need else ""
+        raise NoSpaceError(exc.errno, f"the disk of {where} filled up while writing {what}{needed}; nothing "
+                                      f"half-written was kept. Free some space or write to a larger disk.") from exc

@@ -149,3 +149,46 @@ def test_export_overwrites_an_earlier_export_and_keeps_the_umask(adapters: Path,
     for p in out.rglob("*"):
         want = (0o777 if p.is_dir() else 0o666) & ~mask
         assert p.stat().st_mode & 0o777 == want, p
+
+
+def test_export_checks_the_disk_before_writing(adapters: Path, tmp_path: Path, monkeypatch, capsys):
+    """Issue #27 (6): a full disk used to surface as a raw error half-way through the save."""
+    from collections import namedtuple
+
+    from transformers import AutoModelForCausalLM
+
+    from lm_latent.adapter.export import main
+    from lm_latent.utils import fileio
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+
+    def no_load(*a, **k):
+        raise AssertionError("the base was loaded although the disk is too small")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_load)
+    out = tmp_path / "merged"
+    with pytest.raises(SystemExit) as exc:
+        main(["--adapter", str(adapters / "tied" / "rate4"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "not enough disk for the merged checkpoint" in err and str(tmp_path) in err
+    assert "MiB" in err and not out.exists()
+
+
+def test_disk_filling_up_during_export_names_the_folder(adapters: Path, tmp_path: Path, monkeypatch, capsys):
+    import errno
+
+    from transformers import PreTrainedModel
+
+    from lm_latent.adapter.export import main
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    out = tmp_path / "merged"
+    with pytest.raises(SystemExit) as exc:
+        main(["--adapter", str(adapters / "tied" / "rate4"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "filled up while writing the merged checkpoint" in err
+    assert str(tmp_path) in err and "it needs about" in err and not out.exists()

@@ -117,3 +117,15 @@ def test_lock_takes_over_a_dead_holder_but_not_a_live_or_remote_one(tmp_path, ca
         with exclusive_lock(lock, "w"):
             pass
     assert lock.exists()
+
+
+def test_check_free_space_names_the_folder_and_the_size(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from lm_latent.utils import fileio
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(1 << 40, 1 << 40, 100 << 20))
+    with pytest.raises(fileio.NoSpaceError, match=r"needs about 2\.00 GiB in .*not_yet.*100\.0 MiB is free"):
+        fileio.check_free_space(tmp_path / "not_yet" / "made", 2 << 30, "the thing")
+    fileio.check_free_space(tmp_path, 1 << 20, "the thing")  # fits
