@@ -40,7 +40,7 @@ def test_pathological_input_returns_within_limit(prediction, reference, caplog):
 
 @pytest.fixture(scope="module")
 def hooked():
-    """A real worker of its own that also runs the jobs of tests/grading_test_jobs.py
+    """A real worker of its own that also runs the jobs of grading_test_jobs.py beside this file
     ("sleep" never finishes in time, "crash" kills the process mid-comparison)."""
     worker = _SympyWorker(jobs_module="grading_test_jobs")
     yield worker
