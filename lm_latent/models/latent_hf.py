@@ -23,7 +23,8 @@ from lm_latent.models.accounting import CountedText, CountingMixin
 from lm_latent.adapter.load import AdapterError, attach_adapter
 from lm_latent.models.decode import LatentDecoder, attach_latent_texts, load_compressor, parse_flag
 from lm_latent.utils.errors import UserError, report_cleanly
-from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, check_run_args, prepare, refuse_response_cache
+from lm_latent.models.setup import (DEFAULT_MAX_GEN_TOKS, PLUGIN_ARGS, base_identity, check_run_args, prepare,
+                                    refuse_response_cache)
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,11 @@ class LatentLM(CountingMixin, HFLM):
             raise
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, tokenizer, pretrained = setup.vocab, setup.tokenizer, setup.pretrained
+        self._latent_base = pretrained
         self.latent_tokenizer = tokenizer
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        _join_cpu_process_group(device)
         self._max_gen_toks = setup.max_gen_toks
         self._generation_seconds = 0.0  # wall time inside generate_until, reported in the results JSON
         self._decode_seconds = 0.0  # decode_latents: the compressor's time, kept off the generation clock
@@ -204,6 +207,8 @@ class LatentLM(CountingMixin, HFLM):
                     latent_codebook_size=self.latent_config.codebook_size,
                     latent_chunk_len=self.latent_config.chunk_len,
                     latent_generation_seconds=round(self._generation_seconds, 3))
+        if getattr(self, "_latent_base", None):  # which base the numbers come from, by content (issue #27)
+            info.update(base_identity(self._latent_base))
         if self.text_only:
             info.update(latent_text_only=True)
         if self.decode_latents:
