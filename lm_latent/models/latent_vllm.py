@@ -15,7 +15,8 @@ import time
 
 from lm_latent.models.accounting import CountingMixin
 from lm_latent.adapter.load import AdapterError
-from lm_latent.models.setup import DEFAULT_MAX_GEN_TOKS, check_batch_size, prepare, refuse_response_cache
+from lm_latent.models.setup import (DEFAULT_MAX_GEN_TOKS, base_identity, check_batch_size, prepare,
+                                    refuse_response_cache)
 from lm_latent.models.merge_cache import generation_eos
 
 VLLM_MISSING = ("--model latent-vllm needs vLLM, which is not installed. On a GPU: `pip install vllm` "
@@ -147,6 +148,7 @@ class LatentVLLM(CountingMixin, VLLM):  # type: ignore[valid-type,misc]  # VLLM:
                         max_length_arg="max_model_len" if kwargs.get("max_model_len") else "max_length")
         self.rate, self.adapter_path, self.latent_config = setup.rate, setup.adapter_path, setup.config
         self.latent_vocab, self.latent_tokenizer = setup.vocab, setup.tokenizer
+        self._latent_base = setup.pretrained
         self._generation_seconds = 0.0
         limit = kwargs.get("max_model_len") or kwargs.get("max_length")
         if limit is not None and int(limit) <= setup.max_gen_toks:
@@ -185,6 +187,7 @@ class LatentVLLM(CountingMixin, VLLM):  # type: ignore[valid-type,misc]  # VLLM:
                     latent_chunk_len=self.latent_config.chunk_len, latent_backend="vllm",
                     latent_merged_checkpoint=str(self.merged_path),
                     latent_generation_seconds=round(self._generation_seconds, 3))
+        info.update(base_identity(self._latent_base))
         return info
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

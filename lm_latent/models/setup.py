@@ -206,3 +206,30 @@ def refuse_response_cache(cache_hook, model: str) -> None:
 
         report_cleanly()
         raise AdapterError(USE_CACHE_REFUSED.format(model=model))
+
+
+def base_identity(base: str) -> dict:
+    """The resolved base for the results config: its path (or hub id) and, for a local folder, the
+    sha256 of the files a model load reads. Per-file hashes are kept in the merge cache's index by
+    path, size and mtime, so a 6 GiB base is read in full once, not on every run."""
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        return {"latent_base": base}
+    from lm_latent.models.merge_cache import HASH_INDEX, cache_root, content_hash
+    from lm_latent.utils.fileio import write_json_atomic
+
+    index_path = cache_root() / HASH_INDEX
+    try:
+        import json
+
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    before = dict(index)
+    digest = content_hash(path, index=index)
+    if index != before:
+        try:
+            write_json_atomic(index_path, index)
+        except OSError:  # a read-only cache folder only costs the next run a re-read
+            pass
+    return {"latent_base": str(path.resolve()), "latent_base_sha256": digest}

@@ -286,3 +286,15 @@ def test_use_cache_is_refused(adapters, tiny_base, data_dir, tmp_path):
     with pytest.raises(AdapterError, match="--use_cache is refused by --model latent"):
         _evaluate({"pretrained": str(tiny_base), "rate": 4, "adapters": str(adapters / "tied"),
                    "max_gen_toks": 8}, data_dir, use_cache=str(tmp_path / "cache"))
+
+
+def test_results_config_records_the_resolved_base_and_its_hash(adapters, tiny_base, monkeypatch, tmp_path):
+    """Issue #27 (4): the base an adapter named is in the results config by path and content."""
+    from lm_latent.models.latent_hf import LatentLM
+    from lm_latent.models.merge_cache import content_hash
+
+    monkeypatch.setenv("LM_LATENT_HOME", str(tmp_path))
+    lm = LatentLM(rate=4, adapters=str(adapters / "tied"), max_gen_toks=8)  # base from latent.json
+    info = lm.get_model_info()
+    assert info["latent_base"] == str(tiny_base.resolve())
+    assert info["latent_base_sha256"] == content_hash(tiny_base)
