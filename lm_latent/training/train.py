@@ -157,11 +157,17 @@ def check_launch(cfg: TrainConfig, argv: list[str] | None = None, device_count: 
         import torch
 
         device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = os.environ if env is None else env
+    if launch_refusal(device_count, env, []) is None:
+        return
     if argv is None:
         from lm_latent.utils.dataclass_cli import to_argv
 
-        argv = to_argv(cfg)
-    message = launch_refusal(device_count, os.environ if env is None else env, argv)
+        try:
+            argv = to_argv(cfg)
+        except ValueError:  # a config built in Python with settings no flag expresses
+            argv = ["<your lm-latent train flags>"]
+    message = launch_refusal(device_count, env, argv)
     if message:
         raise ValueError(message)
 
@@ -213,7 +219,7 @@ def _run(cfg: TrainConfig, state) -> Path:
     from lm_latent.training.data import load_examples, tokenize_examples
     from lm_latent.training.finetune import StopAtStep, batch_plan_for, finetune, load_for_training
     from lm_latent.training.mixed_traces import MixConfig, MixedTraceDataset
-    from lm_latent.training.train_compressor import encode_traces, train_compressor
+    from lm_latent.training.train_compressor import CODES_DIR, trace_codes, train_compressor
     from lm_latent.adapter.vocab import LatentVocab, extend_tokenizer
 
     rate = parse_rate(cfg.rate)
@@ -223,6 +229,7 @@ def _run(cfg: TrainConfig, state) -> Path:
         recover_swap(target)
         remove_partials(target)
         remove_partials(cfg.work / "compressor" / "final", all_owners=True)
+        remove_partials(cfg.work / "compressor" / "codes", all_owners=True)
     if (target.exists() and any(target.iterdir())) and not cfg.overwrite:
         done = _finished_by_this_run(cfg)
         state.wait_for_everyone()  # every process has decided before the writer cleans up
@@ -264,8 +271,9 @@ def _run(cfg: TrainConfig, state) -> Path:
             samples, vocab_size=base_vocab_size, rate=rate, chunk_len=chunk_len, codebook_size=codebook_size,
             config=cfg.compressor, work_dir=cfg.work / "compressor", max_steps=cfg.max_steps, callbacks=stopper(),
             progress=cfg.progress, record=record)
-        codes = encode_traces(compressor, samples, batch_size=cfg.compressor.encode_batch_size,
-                              progress=cfg.progress)
+        # Once, on the training device, by the main process; a resumed run reads the cached codes.
+        codes = trace_codes(compressor, samples, cfg.work / "compressor" / CODES_DIR, record,
+                            batch_size=cfg.compressor.encode_batch_size, progress=cfg.progress)
         compressor.to("cpu")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

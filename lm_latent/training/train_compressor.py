@@ -26,6 +26,8 @@ from lm_latent.training.data import TokenizedExample
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+CODES_DIR = "codes"  # <work>/compressor/codes: trace codes.npz + the settings record
+CODES_FILE = "codes.npz"
 
 
 @dataclass
@@ -200,6 +202,77 @@ def encode_traces(model, samples: Sequence[TokenizedExample], batch_size: int = 
         out.append(codes[pos:pos + c])
         pos += c
     return out
+
+
+def _read_codes(folder: Path, counts: list[int], latents_per_chunk: int) -> list | None:
+    """The cached codes, if they fit these samples (one row per whole trace chunk); else ``None``."""
+    import numpy as np
+
+    try:
+        with np.load(folder / CODES_FILE, allow_pickle=False) as data:
+            flat, stored = data["codes"], data["counts"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if stored.tolist() != counts or flat.shape != (sum(counts), latents_per_chunk):
+        return None
+    out, pos = [], 0
+    for c in counts:
+        out.append(flat[pos:pos + c])
+        pos += c
+    return out
+
+
+def trace_codes(model, samples: Sequence[TokenizedExample], cache: str | Path | None, record: dict | None,
+                batch_size: int = 1024, progress: bool = True) -> list:
+    """:func:`encode_traces` done once per run: by the main process, on the training device, cached on disk.
+
+    ``cache`` (``<work>/compressor/codes``) holds ``codes.npz`` and the run's settings ``record``;
+    a resumed run whose record matches reads it (no encoding at all), and under ``accelerate
+    launch`` the other processes wait for the main one and read the same file instead of each
+    encoding every trace on its own. Without ``cache`` it simply encodes, on the training device.
+    """
+    import numpy as np
+    from accelerate import PartialState
+
+    from lm_latent.utils import events
+    from lm_latent.utils.run_record import same_settings
+    from lm_latent.training.checkpoints import RECORD_NAME
+
+    state = PartialState()
+    if cache is None:
+        model.to(state.device)
+        return encode_traces(model, samples, batch_size=batch_size, progress=progress)
+    cache = Path(cache)
+    L, n_lat = model.config.chunk_len, model.config.latents_per_chunk
+    counts = [len(s.trace_ids) // L for s in samples]
+
+    def usable() -> list | None:
+        if record is not None and not same_settings(cache / RECORD_NAME, record):
+            return None
+        return _read_codes(cache, counts, n_lat)
+
+    if state.is_main_process:
+        codes = usable()
+        if codes is not None:
+            logger.info("trace codes already encoded: reading %s", cache / CODES_FILE)
+        else:
+            model.to(state.device)
+            logger.info("encoding %d trace chunks on %s (once; cached in %s)", sum(counts), state.device, cache)
+            codes = encode_traces(model, samples, batch_size=batch_size, progress=progress)
+            with atomic_directory(cache, overwrite=True) as tmp:
+                flat = np.concatenate(codes) if codes else np.zeros((0, n_lat), np.int32)
+                np.savez(tmp / CODES_FILE, codes=flat.reshape(-1, n_lat).astype(np.int32),
+                         counts=np.asarray(counts, dtype=np.int64))
+                if record is not None:
+                    write_json_atomic(tmp / RECORD_NAME, record)
+            events.reached("codes:done")
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        codes = usable()
+        if codes is None:
+            raise RuntimeError(f"{cache / CODES_FILE} is missing or does not fit this run after the main process "
+                               f"wrote it (a shared filesystem is required between processes)")
+    return codes
 
 
 def _make_trainer_class():

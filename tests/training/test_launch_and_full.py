@@ -271,3 +271,64 @@ def test_two_processes_take_the_same_steps_and_end_with_the_same_adapter(tmp_pat
     two4 = _launch(tmp_path, tiny_base, data, tmp_path / "two", 4, 2)
     for m in (one4["metrics"], two4["metrics"]):
         assert (m["compressor_steps"], m["finetune_steps"]) == (6, 6)
+
+
+# -- item 4: trace codes encoded once, on the training device, cached with the settings record --------------
+
+def test_resume_past_the_compressor_reads_the_cached_codes(tmp_path: Path, tiny_base: Path, monkeypatch):
+    import lm_latent.training.train_compressor as tc
+    from accelerate import PartialState
+
+    from lm_latent.training.train import EXIT_INTERRUPTED
+
+    data = write_data(tmp_path / "train.jsonl", n=80)
+    args = train_args(tiny_base, data, tmp_path / "out", rate=4, steps=4)
+    encode = tc.encode_traces
+    devices = []
+
+    def spy(model, samples, **kw):
+        devices.append(model.device)
+        return encode(model, samples, **kw)
+
+    monkeypatch.setattr(tc, "encode_traces", spy)
+    # Stops in the compressor at step 2, then (rerun) finishes it, encodes, and stops fine-tuning at step 2.
+    assert main([*args, "--stop-at-step", "2"]) == EXIT_INTERRUPTED
+    assert devices == []
+    assert main([*args, "--stop-at-step", "2"]) == EXIT_INTERRUPTED
+    assert devices == [PartialState().device]  # once, on the training device (the CPU here)
+    cache = tmp_path / "out" / ".work" / "rate4" / "compressor" / tc.CODES_DIR
+    from lm_latent.training.checkpoints import RECORD_NAME
+
+    assert {p.name for p in cache.iterdir()} == {tc.CODES_FILE, RECORD_NAME}
+
+    def refuse(*a, **kw):
+        raise AssertionError("a resumed run past the compressor must not encode the traces again")
+
+    monkeypatch.setattr(tc, "encode_traces", refuse)
+    assert main(args) == 0
+    assert (tmp_path / "out" / "rate4" / "latent.json").is_file()
+
+
+def test_cached_codes_of_other_samples_are_not_used(tmp_path: Path):
+    import numpy as np
+
+    import lm_latent.training.train_compressor as tc
+
+    np.savez(tmp_path / tc.CODES_FILE, codes=np.zeros((3, 2), np.int32), counts=np.asarray([1, 2]))
+    assert [c.shape for c in tc._read_codes(tmp_path, [1, 2], 2)] == [(1, 2), (2, 2)]
+    assert tc._read_codes(tmp_path, [2, 1, 0], 2) is None
+    assert tc._read_codes(tmp_path, [1, 2], 4) is None
+    assert tc._read_codes(tmp_path / "nope", [1, 2], 2) is None
+
+
+def test_check_launch_for_a_config_built_in_python():
+    from lm_latent.training.finetune import FinetuneConfig
+    from lm_latent.training.train import TrainConfig, check_launch
+
+    cfg = TrainConfig(rate=4, finetune=FinetuneConfig(max_steps=3))  # max_steps has no flag
+    check_launch(cfg, device_count=1, env={})
+    check_launch(cfg, device_count=8, env={"WORLD_SIZE": "8", "LOCAL_RANK": "3"})
+    with pytest.raises(ValueError, match="--num_processes 8 .* '<your lm-latent train flags>'"):
+        check_launch(cfg, device_count=8, env={})
+    with pytest.raises(ValueError, match="--num_processes 2 -m lm_latent.training.train --rate 4\\n"):
+        check_launch(TrainConfig(rate=4), device_count=2, env={})
