@@ -74,11 +74,15 @@ _HASHES: dict[tuple, str] = {}
 
 
 def _hash_folder_once(path: Path) -> str:
-    """:func:`hash_directory`, once per folder and file stamps in this process (a base is shared by every rate)."""
+    """The base's content hash: the files a model load reads, each hashed once per size and mtime (the
+    merge cache's index, shared with ``--model latent``'s results config), so a 6 GiB base is read in
+    full once, not at every sweep."""
+    from lm_latent.models.setup import base_identity as recorded_base
+
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())
     key = (str(path), stamp)
     if key not in _HASHES:
-        _HASHES[key] = hash_directory(path)
+        _HASHES[key] = recorded_base(str(path))["latent_base_sha256"]
     return _HASHES[key]
 
 

@@ -24,12 +24,13 @@ def sweep_adapters(tmp_path_factory, tiny_base):
 
 
 @pytest.fixture
-def fake_lm_eval(monkeypatch):
+def fake_lm_eval(monkeypatch, tmp_path):
     """``run_rate`` without lm_eval: accuracy 0.<rate>1, or a failure for the rates in ``fail``."""
     import lm_latent.sweep.run as run
 
     calls: list[int] = []
     fail: set[int] = set()
+    monkeypatch.setenv("LM_LATENT_HOME", str(tmp_path / "home"))  # the base's per-file hash index
 
     def fake(rate, tasks, model_args, out, extra, model="latent"):
         calls.append(rate)
