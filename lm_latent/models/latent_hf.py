@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import time
 
@@ -98,6 +99,22 @@ class GenerationProgress:
             self.pbar.update(remaining)
 
 
+def _join_cpu_process_group(device: str) -> None:
+    """Under a launcher with several processes and no GPU in use, join their group as CPU processes (gloo).
+
+    ``HFLM`` creates ``Accelerator()``, which looks for a GPU backend only: without one every process
+    under ``torchrun`` thought itself alone. accelerate's state is shared, so that ``Accelerator``
+    finds the group joined here (``accelerate launch --cpu`` sets ``ACCELERATE_USE_CPU`` itself).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.cuda.is_available() and not str(device).startswith("cpu"):
+        return
+    from accelerate import PartialState
+
+    PartialState(cpu=True)
+
+
 @register_model("latent")
 class LatentLM(CountingMixin, HFLM):
     """A base causal LM with the lm-latent adapter for ``rate`` (0 or ``cot``: plain CoT)."""
@@ -153,6 +170,7 @@ class LatentLM(CountingMixin, HFLM):
         logger.info("lm-latent: base %s, adapter %s (rate=%s, codebook=%s)", pretrained,
                     self.adapter_path, self.rate, self.latent_config.codebook_size)
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, device=device, dtype=dtype, **kwargs)
+        self._use_launcher_ranks()
         if decode_latents and self.latent_config.rate > 0:
             try:
                 compressor = load_compressor(self.adapter_path, device=self.device)
@@ -162,6 +180,28 @@ class LatentLM(CountingMixin, HFLM):
             self._latent_decoder = LatentDecoder(compressor, tokenizer)
             logger.info("lm-latent: decode_latents=true: latent tokens are read back by %s/compressor",
                         self.adapter_path)
+
+    def _use_launcher_ranks(self) -> None:
+        """Data parallelism whenever ``accelerate launch`` / ``torchrun`` started several processes.
+
+        lm-eval 0.4.13's ``HFLM`` splits the documents only when it also counts more than one GPU, so
+        on CPU (gloo), or with one visible GPU per process, every process called itself rank 0 and
+        evaluated everything. Here the launcher's ranks decide: the global ``process_index`` (HFLM's
+        ``local_process_index`` would repeat across nodes), lm-eval's split and gather then run.
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is None or accelerator.num_processes <= 1:
+            return
+        self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        device_map = getattr(self._model, "hf_device_map", None) or {}
+        if len({str(d) for d in device_map.values()}) <= 1:  # not split over devices (parallelize=True)
+            self._device = accelerator.device
+            try:
+                self._model.to(self._device)
+            except ValueError:  # quantized (bitsandbytes) models are placed by from_pretrained; as HFLM
+                logger.debug("lm-latent: the model could not be moved to %s; left where it was loaded", self._device)
+        if accelerator.is_main_process:
+            logger.info("lm-latent: data parallel over %d processes (%s)", self._world_size, accelerator.device)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "LatentLM":
