@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Sequence
+from typing import Sequence, cast
 
 from .normalize import _Norm, _Num, _parse_number, _poly_eq_zero
 
@@ -42,7 +42,7 @@ def _num_close(p: _Num, r: _Num) -> bool:
         if r.exact and r.value.denominator == 1 and not p.evaluated:
             return False
         if p.exact or p.evaluated:  # evaluated to 30+ digits beyond the value: capped at 1e-20 absolute
-            return r.value != 0 and abs(p.value - r.value) <= _EVAL_REL_TOL * min(abs(r.value), 1)
+            return r.value != 0 and abs(p.value - r.value) <= _EVAL_REL_TOL * min(abs(r.value), Fraction(1))
         return r.value != 0 and abs(p.value - r.value) <= _NEAR_EXACT_F * abs(r.value)
     if abs(p.value - r.value) <= _REL_TOL_F * max(abs(p.value), abs(r.value)):
         return True
@@ -86,7 +86,7 @@ def _quick(p: _Norm, r: _Norm) -> bool | None:
     if _poly_eq_zero(p.text) and "=" not in r.text:
         return False
     if p.kind == "num" and r.kind == "num":
-        return _num_close_pct(p.value, p.pct, r.value, r.pct)
+        return _num_close_pct(cast(_Num, p.value), p.pct, cast(_Num, r.value), r.pct)
     pt, rt = _number_tuple(p.text), _number_tuple(r.text)
     if pt is not None and rt is not None and p.pct == r.pct:
         (po, pn, pc), (ro, rn, rc) = pt, rt
@@ -119,8 +119,9 @@ def _number_tuple(text: str) -> tuple[str, list[_Num], str] | None:
     items = body.split(",")
     if len(items) < 2:
         return None
-    nums = [_parse_number(x) for x in items]
-    if any(n is None for n in nums):
+    parsed = [_parse_number(x) for x in items]
+    nums = [n for n in parsed if n is not None]
+    if len(nums) != len(parsed):
         return None
     return opening, nums, closing
 

@@ -326,6 +326,7 @@ def _bare_runs(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, 
             end = close_at + 1 if close_at is not None else -1
         elif c.isdigit():
             m = re.compile(r"\d+(?:\.\d+)?").match(s, i)
+            assert m is not None  # s[i] is a digit
             end = m.end()
         elif c in "+-*/^_=<>()[]|',!":
             end = i + 1
@@ -415,6 +416,7 @@ def _final_statement(text: str) -> tuple[str | None, tuple[str, ...], int]:
 
     if last_span is not None and (num is None or num.start() < last_span[0]):
         return from_span(last_span)
+    assert num is not None  # both None returned above
     # The last thing stated is a plain number: a span earlier in its sentence still wins.
     if last_span is not None:
         between = masked[last_span[1] : num.start()]

@@ -33,6 +33,8 @@ def strip_latent(text: str) -> str:
         if k >= 0:
             i = k + len(_EO)
         else:
-            i = _LATENT_RUN_RE.match(text, j + len(_BO)).end()
+            run = _LATENT_RUN_RE.match(text, j + len(_BO))
+            assert run is not None  # a starred pattern always matches
+            i = run.end()
     return _STRAY_LATENT_RE.sub(" ", "".join(out))
 

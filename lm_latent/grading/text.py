@@ -14,7 +14,8 @@ _BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 #: An ``=`` that is not part of ``<=``, ``>=``, ``!=``, ``==`` or ``\\=``.
 _TOP_EQ_RE = re.compile(r"(?<![<>!=\\])=(?!=)")
 
-_UNICODE_MAP = {ord(c): None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"}  # zero-width, soft hyphen
+# zero-width characters and the soft hyphen go; the many widths of space become one space
+_UNICODE_MAP: dict[int, str | None] = {ord(c): None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"}
 _UNICODE_MAP.update({ord(c): " " for c in "\u00a0\u202f\u2007\u2009\u2008\u2002\u2003\u2004\u2005\u2006\u200a\u3000"})
 _UNICODE_MAP.update({ord(k): v for k, v in {
     # Cyrillic letters that look Latin (models trained on mixed text write "х" for x)

@@ -14,7 +14,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .text import _short
 
@@ -126,12 +126,13 @@ class _SympyWorker:
     def __init__(self, jobs_module: str | None = None) -> None:
         self._jobs_module = jobs_module
         self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
-        self._owner_pid = None
-        self._pending = None  # (proc, conn, spawned_at, owner_pid) of the next worker, maybe still starting
-        self._spare = None  # same, kept warm once a time-out has happened
-        self._ever_ready_pid = None
+        self._proc: Any = None
+        self._conn: Any = None
+        self._owner_pid: int | None = None
+        # (proc, conn, spawned_at, owner_pid) of the next worker, maybe still starting
+        self._pending: tuple[Any, Any, float, int] | None = None
+        self._spare: tuple[Any, Any, float, int] | None = None  # same, kept warm once a time-out has happened
+        self._ever_ready_pid: int | None = None
         self._seq = 0
         self.starts = 0
         self.timeouts = 0

@@ -169,6 +169,7 @@ def _number_vs_constant(pred: str, ref: str, gold: list, target: list) -> bool |
     if (pn is None) == (rn is None):
         return None
     num = pn if pn is not None else rn
+    assert num is not None  # exactly one side parsed
     other = gold if pn is not None else target
     expr = _first_expr(other)
     if not isinstance(expr, sympy.Expr) or expr.free_symbols or expr.has(sympy.UnevaluatedExpr):
@@ -362,6 +363,7 @@ def serve(conn, jobs_module: str | None = None) -> None:
             return
         seq, kind, payload = msg
         try:
+            result: bool | str
             job = table.get(kind)
             if job is None:
                 raise ValueError(f"unknown job {kind!r}")

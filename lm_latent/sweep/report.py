@@ -137,7 +137,9 @@ def collect(results_dir: str | Path, rates=None) -> list[RateRow]:
         m = re.fullmatch(r"rate(\d+)", folder.name)
         if m and rates is not None and int(m.group(1)) not in set(rates):
             continue
-        path = latest_results_json(folder) if m and folder.is_dir() else None
+        if m is None or not folder.is_dir():
+            continue
+        path = latest_results_json(folder)
         if path is not None:
             rows.append(row_from_results(int(m.group(1)), path))
     return sorted(rows, key=lambda r: r.rate)
