@@ -1,4 +1,4 @@
-"""``lm-latent export``: merge an adapter into a plain HF checkpoint (for ``--model hf`` / vLLM).
+"""lm-latent export: merge an adapter into a plain HF checkpoint (for --model hf / vLLM).
 
 Latent tokens are ordinary vocabulary ids, so base + merged LoRA + new-token rows + the
 extended tokenizer is a standard causal-LM directory that any HF-compatible server loads
