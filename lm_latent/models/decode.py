@@ -43,8 +43,13 @@ def load_compressor(adapter_path: str | Path, device=None):
         raise AdapterError(f"decode_latents=true needs the compressor that turns latent tokens back into text, "
                            f"but {folder} has none. Use the adapter directory `lm-latent train` wrote (it saves "
                            f"the compressor there), or drop decode_latents.")
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles and not (folder / "model.safetensors").is_file():
+        raise AdapterError(f"the compressor in {folder} has its weights only as {', '.join(pickles)} (a pickle); "
+                           f"lm-latent loads safetensors only and never unpickles a file. Save the compressor with "
+                           f"save_pretrained (it writes model.safetensors) or retrain it with `lm-latent train`.")
     try:
-        model = LatentCompressor.from_pretrained(str(folder), dtype=torch.float32)
+        model = LatentCompressor.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True)
     except Exception as exc:  # noqa: BLE001 -- damaged weights, a config from another version: say where
         raise AdapterError(f"cannot load the compressor in {folder}: {type(exc).__name__}: {exc}") from None
     if device is not None:

@@ -225,6 +225,26 @@ def test_missing_compressor_and_bad_flag_are_clear_errors(latent_adapter, tiny_b
         LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(latent_adapter), decode_latents="maybe")
 
 
+def test_compressor_weights_as_a_pickle_are_refused_without_advising_unsafe_loading(latent_adapter, tmp_path):
+    """A ``pytorch_model.bin`` is never unpickled, and the message never suggests weights_only=False."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lm_latent.adapter.load import AdapterError
+    from lm_latent.models.decode import load_compressor
+
+    bare = tmp_path / "rate4"
+    shutil.copytree(latent_adapter, bare)
+    weights = bare / "compressor" / "model.safetensors"
+    torch.save(load_file(str(weights)), bare / "compressor" / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(AdapterError, match="safetensors only") as err:
+        load_compressor(bare)
+    assert "weights_only" not in str(err.value) and "pytorch_model.bin" in str(err.value)
+    assert load_compressor(latent_adapter).config.rate == 4  # the safetensors one still loads
+
+
 def test_incomplete_chunk_is_marked_not_guessed(tmp_path, tiny_base):
     """chunk_len 8 at rate 4: two codes per chunk; a span of three decodes one chunk and names the rest."""
     from transformers import AutoTokenizer
