@@ -172,7 +172,7 @@ class _Captured(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", ["init-adapter", "train", "export", "cache", "sweep", "plot", "demo"])
+@pytest.mark.parametrize("name", ["init-adapter", "train", "export", "cache", "sweep", "plot", "demo", "study"])
 def test_every_flag_has_a_help_line_and_no_markup(name, capsys):
     import argparse
 

@@ -1,4 +1,4 @@
-"""``lm-latent study``: a whole study (data, base, one compressor + adapter per rate, sweep, report) from a recipe.
+"""lm-latent study: a whole study (data, base, one compressor + adapter per rate, sweep, report) from a recipe.
 
     lm-latent study --list
     lm-latent study token-assorted-llama3.2-3b --dry-run [gpus=8] [key=value ...]
