@@ -148,7 +148,7 @@ def load_adapter_tokenizer(path: str | os.PathLike, config: LatentConfig):
 
     from lm_latent.adapter.vocab import LatentVocab
 
-    try:  # never the adapter's own code: an auto_map here used to ask y/N (EOFError without a terminal)
+    try:  # never the adapter's own code (an auto_map would ask y/N, an EOFError without a terminal)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except ValueError as exc:
         if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
@@ -227,7 +227,7 @@ def resolve_base(config: LatentConfig, adapter_path: str | os.PathLike, pretrain
     for folder in [adapter_dir, *adapter_dir.parents]:
         # Only a path recorded from the folder a run started in (the demo's ``demo_out/base`` for an
         # adapter under ``demo_out/``): its first part is a folder the adapter itself lives in. A hub
-        # id (``org/name``) is never taken from a folder inside or above the adapter root (issue #27).
+        # id (``org/name``) is never taken from a folder inside or above the adapter root, so an adapter cannot ship its own base.
         if path.parts[0] not in ("..", ".") and (folder / path.parts[0]) not in adapter_dir.parents:
             continue
         if (folder / path).is_dir():

@@ -65,8 +65,7 @@ def unknown_model_args(kwargs: dict, base_config=None) -> list[str]:
 class GenerationProgress:
     """Per-sample progress inside one batched ``generate`` (a ``transformers`` streamer).
 
-    A batch of 60 problems used to move the bar once, from 0 to 60, at its very end. Now a row
-    counts as done at its first EOS or pad token (rows stopped by a stop string are padded from
+    A row counts as done at its first EOS or pad token, so a long batch moves the bar as it goes (rows stopped by a stop string are padded from
     the next step on), and the postfix shows the batch's decoding step against its budget.
     """
 
@@ -213,7 +212,7 @@ class LatentLM(CountingMixin, HFLM):
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "LatentLM":
         """Like lm-eval's, but a key in both ``--model_args`` and the CLI (``batch_size``, ``device``) is fine.
 
-        lm-eval always passes ``--batch_size`` (default 1), so ``--model_args batch_size=4`` used to fail
+        lm-eval always passes ``--batch_size`` (default 1), so ``--model_args batch_size=4`` would fail
         with "got multiple values". The ``--model_args`` value wins; a conflicting CLI value is logged.
         """
         args = dict(arg_dict)
@@ -229,7 +228,7 @@ class LatentLM(CountingMixin, HFLM):
         return cls(**args)
 
     def set_cache_hook(self, cache_hook) -> None:
-        refuse_response_cache(cache_hook, "latent")  # --use_cache: answers of another rate/adapter (issue #27)
+        refuse_response_cache(cache_hook, "latent")  # --use_cache's key omits the model args: answers of another rate
         super().set_cache_hook(cache_hook)
 
     def _create_model(self, pretrained: str, **kwargs) -> None:
@@ -247,7 +246,7 @@ class LatentLM(CountingMixin, HFLM):
                     latent_codebook_size=self.latent_config.codebook_size,
                     latent_chunk_len=self.latent_config.chunk_len,
                     latent_generation_seconds=round(self._generation_seconds, 3))
-        if getattr(self, "_latent_base", None):  # which base the numbers come from, by content (issue #27)
+        if getattr(self, "_latent_base", None):  # which base the numbers come from, by content
             info.update(base_identity(self._latent_base))
         if self.text_only:
             info.update(latent_text_only=True)

@@ -45,7 +45,7 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I1
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _TARGET_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # what a merge reads, including every weight format from_pretrained may fall back to (a .bin base's
-# weights are part of the key: issue #27)
+# weights are part of the key, so replacing them never reuses a stale merge)
 _WEIGHT_FILES = (".safetensors", ".json", ".model", ".txt", ".jinja", ".bin", ".pt", ".pth", ".ckpt", ".h5",
                  ".msgpack", ".gguf")
 

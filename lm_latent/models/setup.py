@@ -61,7 +61,7 @@ _DTYPES = ("auto", "float32", "float", "float16", "half", "bfloat16", "float64",
 
 
 def check_batch_size(value) -> None:
-    """``batch_size``: a positive integer, ``auto`` or ``auto:N`` (0 used to put every request in one batch)."""
+    """``batch_size``: a positive integer, ``auto`` or ``auto:N`` (0 would put every request in one batch)."""
     text = str(value).strip()
     if value is None or text == "auto":
         return
@@ -80,7 +80,7 @@ def check_batch_size(value) -> None:
 
 
 def check_device(value) -> None:
-    """A device that exists here (``cuda:7`` on a machine without it used to run on the CPU, silently)."""
+    """A device that exists here (lm-eval would run ``cuda:7`` on the CPU of a machine without it)."""
     if value is None:
         return
     import torch
@@ -107,7 +107,7 @@ def check_device(value) -> None:
 
 
 def check_dtype(value) -> None:
-    """``dtype``: ``auto`` or a float dtype the model can run in (``float8`` used to crash in a traceback)."""
+    """``dtype``: ``auto`` or a float dtype the model can run in (``float8`` would crash in a traceback)."""
     if value is None:
         return
     import torch
