@@ -227,7 +227,8 @@ def resolve_base(config: LatentConfig, adapter_path: str | os.PathLike, pretrain
     for folder in [adapter_dir, *adapter_dir.parents]:
         # Only a path recorded from the folder a run started in (the demo's ``demo_out/base`` for an
         # adapter under ``demo_out/``): its first part is a folder the adapter itself lives in. A hub
-        # id (``org/name``) is never taken from a folder inside or above the adapter root, so an adapter cannot ship its own base.
+        # id (``org/name``) is never taken from a folder inside or above the adapter root, so an
+        # adapter cannot ship its own base.
         if path.parts[0] not in ("..", ".") and (folder / path.parts[0]) not in adapter_dir.parents:
             continue
         if (folder / path).is_dir():

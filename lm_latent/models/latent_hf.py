@@ -65,8 +65,9 @@ def unknown_model_args(kwargs: dict, base_config=None) -> list[str]:
 class GenerationProgress:
     """Per-sample progress inside one batched ``generate`` (a ``transformers`` streamer).
 
-    A row counts as done at its first EOS or pad token, so a long batch moves the bar as it goes (rows stopped by a stop string are padded from
-    the next step on), and the postfix shows the batch's decoding step against its budget.
+    A row counts as done at its first EOS or pad token, so a long batch moves the bar as it goes
+    (rows stopped by a stop string are padded from the next step on), and the postfix shows the
+    batch's decoding step against its budget.
     """
 
     def __init__(self, pbar, rows: int, done_ids: set[int], max_new_tokens: int):
