@@ -255,7 +255,7 @@ def _train_config(opts: Options, base: Path, data: Path, mode: str, root: Path):
     comp = CompressorTrainConfig(model=CompressorArchitecture(**opts.compressor_arch),
                                  batch_size=opts.compressor_batch, max_steps=opts.compressor_steps,
                                  save_steps=max(1, opts.compressor_steps), logging_steps=1, bf16=opts.bf16,
-                                 encode_batch_size=256)
+                                 encode_batch_size=64)  # 64 x L x 128k-vocab logits in the held-out check
     return TrainConfig(rate=opts.rate, base=str(base), data=str(data), out=str(root),
                        codebook_size=opts.codebook_size, progress=False, compressor=comp, finetune=ft)
 
@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(out=out, arch=TINY if args.tiny else LLAMA_32_3B, tokenizer="tiny" if args.tiny else "llama3",
                    rows=args.rows, max_seq_len=args.max_seq_len,
                    rate=4 if args.tiny else 16, codebook_size=16 if args.tiny else 1024,
-                   compressor_arch=TINY_COMPRESSOR if args.tiny else {})
+                   compressor_arch=TINY_COMPRESSOR if args.tiny else {},
+                   gen_dtype="float32")  # bf16 matmuls are slow on CPUs without native bf16
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'tiny' if args.tiny else 'Llama-3.2-3B architecture, random weights'}")
     try:

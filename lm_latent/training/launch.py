@@ -40,6 +40,28 @@ def launch_refusal(device_count: int, env: Mapping[str, str], argv: Sequence[str
             f"or train on one GPU with CUDA_VISIBLE_DEVICES=0.")
 
 
+def _on(env: Mapping[str, str], name: str) -> bool:
+    return str(env.get(name, "")).strip().lower() in ("1", "true", "yes")
+
+
+def sharding_refusal(env: Mapping[str, str]) -> str | None:
+    """``accelerate launch --use_fsdp`` / ``--use_deepspeed`` are refused (``None``: plain DDP or one process).
+
+    Verified on CPU (gloo, torch 2.13, accelerate 1.16, transformers 5.25): under ``--use_fsdp`` the
+    Trainer silently trains with DDP, whole model per process, while FSDP2 itself works there. The
+    adapter is written by the main process alone from its own copy of the weights, which a sharded
+    model does not have; neither path has been run on GPUs, so both are refused rather than
+    trusted. DDP (``accelerate launch --multi_gpu``) fits Llama-3.2-3B even for full fine-tuning
+    on 80 GB GPUs (docs/training.md).
+    """
+    for name, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if _on(env, name):
+            return (f"{what} is not supported by lm-latent train yet (the adapter is written from the main "
+                    f"process's full copy of the weights; not verified with sharded models). Launch with DDP "
+                    f"instead: accelerate launch --multi_gpu --num_processes N -m lm_latent.training.train ...")
+    return None
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """Per-device batch x accumulation x processes = the global batch of one optimizer step."""

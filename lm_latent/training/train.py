@@ -151,8 +151,11 @@ def _remove_empty_work_parent(cfg: TrainConfig) -> None:
 def check_launch(cfg: TrainConfig, argv: list[str] | None = None, device_count: int | None = None,
                  env: dict | None = None) -> None:
     """Several visible GPUs in one process would mean DataParallel: refused with the command to run instead."""
-    from lm_latent.training.launch import launch_refusal
+    from lm_latent.training.launch import launch_refusal, sharding_refusal
 
+    sharded = sharding_refusal(os.environ if env is None else env)
+    if sharded:
+        raise ValueError(sharded)
     if device_count is None:
         import torch
 

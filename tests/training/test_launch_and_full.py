@@ -332,3 +332,13 @@ def test_check_launch_for_a_config_built_in_python():
         check_launch(cfg, device_count=8, env={})
     with pytest.raises(ValueError, match="--num_processes 2 -m lm_latent.training.train --rate 4\\n"):
         check_launch(TrainConfig(rate=4), device_count=2, env={})
+
+
+@pytest.mark.parametrize("name, what", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_fsdp_and_deepspeed_launches_are_refused(name, what):
+    from lm_latent.training.launch import sharding_refusal
+    from lm_latent.training.train import TrainConfig, check_launch
+
+    assert sharding_refusal({}) is None and sharding_refusal({name: "false"}) is None
+    with pytest.raises(ValueError, match=f"{what} is not supported .* accelerate launch --multi_gpu"):
+        check_launch(TrainConfig(rate=4), device_count=0, env={name: "true", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
