@@ -239,6 +239,7 @@ class Options:
     gen_dtype: str = "auto"
     compare_backends: bool = False  # gpu_smoke: merged checkpoint and vLLM give the same greedy tokens
     compressor_arch: dict = field(default_factory=dict)  # CompressorArchitecture fields (default: the recipe's)
+    reuse_base: bool = False  # a base already built in OUT/base (a rerun with --keep)
 
 
 def _train_config(opts: Options, base: Path, data: Path, mode: str, root: Path):
@@ -402,7 +403,9 @@ def run_pipeline(opts: Options) -> dict:
     meter = Meter()
     result: dict = {"generations": {}, "sizes": {}, "checks": {}}
     try:
-        meter.start("build tokenizer + random base (saved as " + opts.base_dtype + ")")
+        reuse = opts.reuse_base and (opts.out / "base" / "model.safetensors").is_file()
+        meter.start("build tokenizer + " + ("reuse the random base in --out" if reuse
+                                            else f"random base (saved as {opts.base_dtype})"))
         tok_dir = opts.out / "tokenizer"
         if opts.tokenizer == "llama3":
             from lm_latent.demo.tiny import build_llama3_tokenizer
@@ -413,7 +416,8 @@ def run_pipeline(opts: Options) -> dict:
 
             build_tokenizer(tok_dir)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        base = build_base(opts.out / "base", tokenizer, opts.arch, dtype=opts.base_dtype)
+        base = opts.out / "base" if reuse else build_base(opts.out / "base", tokenizer, opts.arch,
+                                                          dtype=opts.base_dtype)
         rows, source = metamath_rows(opts.rows)
         data = opts.out / "metamath_rows.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -463,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--keep", action="store_true", help="keep --out afterwards (default: removed, it is GiBs)")
+    p.add_argument("--reuse-base", action="store_true", help="use the random base a --keep run left in --out")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: the base trains and generates in bf16 (half the RAM: ~7 GiB instead of ~15 GiB "
+                        "for the 3B base; needs a CPU with fast bf16, e.g. avx512_bf16)")
     args = p.parse_args(argv)
     import logging
 
@@ -484,9 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(out=out, arch=TINY if args.tiny else LLAMA_32_3B, tokenizer="tiny" if args.tiny else "llama3",
                    rows=args.rows, max_seq_len=args.max_seq_len,
                    rate=4 if args.tiny else 16, codebook_size=16 if args.tiny else 1024,
-                   compressor_arch=TINY_COMPRESSOR if args.tiny else {},
-                   gen_dtype="float32")  # bf16 matmuls are slow on CPUs without native bf16
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                   compressor_arch=TINY_COMPRESSOR if args.tiny else {}, reuse_base=args.reuse_base,
+                   bf16=args.precision == "bf16",  # fp32: bf16 matmuls are slow on CPUs without native bf16
+                   gen_dtype="bfloat16" if args.precision == "bf16" else "float32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}, "
           f"{'tiny' if args.tiny else 'Llama-3.2-3B architecture, random weights'}")
     try:
         run_pipeline(opts)
