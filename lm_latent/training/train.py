@@ -22,6 +22,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from lm_latent.adapter.load import DEFAULT_BASE_MODEL, AdapterError, default_adapters_root, parse_rate, rate_dirname
 from lm_latent.utils.dataclass_cli import add_arguments, from_args, option
@@ -149,18 +150,19 @@ def _remove_empty_work_parent(cfg: TrainConfig) -> None:
 
 
 def check_launch(cfg: TrainConfig, argv: list[str] | None = None, device_count: int | None = None,
-                 env: dict | None = None) -> None:
+                 env: Mapping[str, str] | None = None) -> None:
     """Several visible GPUs in one process would mean DataParallel: refused with the command to run instead."""
     from lm_latent.training.launch import launch_refusal, sharding_refusal
 
-    sharded = sharding_refusal(os.environ if env is None else env)
+    if env is None:
+        env = os.environ
+    sharded = sharding_refusal(env)
     if sharded:
         raise ValueError(sharded)
     if device_count is None:
         import torch
 
         device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    env = os.environ if env is None else env
     if launch_refusal(device_count, env, []) is None:
         return
     if argv is None:

@@ -269,9 +269,9 @@ def trace_codes(model, samples: Sequence[TokenizedExample], cache: str | Path | 
     state.wait_for_everyone()
     if not state.is_main_process:
         codes = usable()
-        if codes is None:
-            raise RuntimeError(f"{cache / CODES_FILE} is missing or does not fit this run after the main process "
-                               f"wrote it (a shared filesystem is required between processes)")
+    if codes is None:
+        raise RuntimeError(f"{cache / CODES_FILE} is missing or does not fit this run after the main process "
+                           f"wrote it (a shared filesystem is required between processes)")
     return codes
 
 
