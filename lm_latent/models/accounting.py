@@ -81,7 +81,9 @@ def generation_end(ids: Sequence[int], eos_ids: Iterable[int], pad_id: int | Non
             n -= 1
     stops = [s for s in stop if s]
     if stops and any(s in decode(ids[:n]) for s in stops):
-        lo, hi = 1, n  # smallest prefix whose text contains a stop string
+        if n == 1 or not any(s in decode(ids[:n - 1]) for s in stops):
+            return n, True  # the last id completes it: where vLLM stops a row (one decode, not a search)
+        lo, hi = 1, n - 1  # smallest prefix whose text contains a stop string
         while lo < hi:
             mid = (lo + hi) // 2
             if any(s in decode(ids[:mid]) for s in stops):

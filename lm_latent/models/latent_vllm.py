@@ -171,14 +171,21 @@ class LatentVLLM(CountingMixin, VLLM):  # type: ignore[valid-type,misc]  # VLLM:
         super().set_cache_hook(cache_hook)
 
     def _eos_ids(self) -> set[int]:
-        """What vLLM stops on: the tokenizer's EOS plus the generation config's (as ``--model latent``)."""
+        """What vLLM stops on: the tokenizer's EOS plus the generation config's (as ``--model latent``).
+
+        Read once per model: vLLM's ``try_get_generation_config`` re-reads generation_config.json
+        on every call, and this runs for every answer (about 1 ms each on a 2-core CPU)."""
+        cached = self.__dict__.get("_eos_id_cache")
+        if cached is not None:
+            return set(cached)
         ids = {self.latent_tokenizer.eos_token_id}
         if self.data_parallel_size <= 1:
             eos = (self.model.llm_engine.model_config.try_get_generation_config() or {}).get("eos_token_id")
         else:  # the engines live in Ray actors; read the merged checkpoint's config as they do
             eos = generation_eos(self.merged_path)
         ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
-        return {i for i in ids if i is not None}
+        self._eos_id_cache = frozenset(i for i in ids if i is not None)
+        return set(self._eos_id_cache)
 
     def get_model_info(self) -> dict:
         info = super().get_model_info() if hasattr(super(), "get_model_info") else {}

@@ -89,6 +89,37 @@ def test_latent_spans_visible_and_counted(engine):
         assert o.count("<latent_") == o.latent_tokens  # every counted latent is visible in the text
 
 
+def test_generation_config_is_read_once_not_per_answer(engine, monkeypatch):
+    """Counting an answer needs the EOS ids; vLLM's try_get_generation_config re-reads the file on
+    every call, so they are read once per model (benchmarks/bench_vllm_wrapper.py)."""
+    config = engine.model.llm_engine.model_config
+    reads = []
+    original = type(config).try_get_generation_config
+    monkeypatch.setattr(type(config), "try_get_generation_config", lambda self: reads.append(1) or original(self))
+    eos = (original(config) or {}).get("eos_token_id")
+    expected = ({engine.latent_tokenizer.eos_token_id} | set(eos if isinstance(eos, (list, tuple)) else [eos])) - {None}
+    engine.__dict__.pop("_eos_id_cache", None)
+    outs = engine.generate_until(_requests(8))
+    assert len(outs) == len(VLLM_QUESTIONS) and len(reads) == 1
+    assert engine._eos_ids() == expected and len(reads) == 1
+
+
+def test_stop_string_on_the_last_id_costs_no_search(engine, monkeypatch):
+    """vLLM ends a row on the id that completes a stop string: counting it takes three decodes
+    (whole, all but the last id, the answer), not a binary search over prefixes."""
+    tok = engine.latent_tokenizer
+    answer = tok.encode("She has 12 eggs.\n\n", add_special_tokens=False)
+    stop = tok.encode("### Instruction", add_special_tokens=False)
+    decodes = []
+    original = engine._decode_ids
+    monkeypatch.setattr(engine, "_decode_ids", lambda ids: decodes.append(len(ids)) or original(ids))
+    text = engine.count_generation(answer + stop, ["### Instruction"])
+    assert len(decodes) == 3 and text.gen_tokens == len(answer + stop) and not text.truncated
+    assert "### Instruction" not in text and "12 eggs" in text
+    ran_on = engine.count_generation(answer + stop + answer, ["### Instruction"])  # an HF row past its stop
+    assert (str(ran_on), ran_on.gen_tokens, ran_on.truncated) == (str(text), text.gen_tokens, False)
+
+
 def test_truncated_when_the_budget_runs_out(engine):
     outs = engine.generate_until(_requests(3))
     for o in outs:
