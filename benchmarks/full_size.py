@@ -136,9 +136,13 @@ class Meter:
         self._stop.set()
 
 
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def format_row(s: Stage) -> str:
     gpu = f" gpu_peak={s.gpu_peak / GIB:.2f}GiB" if s.gpu_peak is not None else ""
-    tps = f" {s.tokens_per_s:,.0f} tok/s" if s.tokens_per_s else ""
+    tps = f" {_rate(s.tokens_per_s)} tok/s" if s.tokens_per_s else ""
     written = f"{s.written / GIB:.2f}GiB" if s.written is not None else "n/a"
     return f"{s.name}: {s.wall_s:.1f}s rss_peak={s.peak_rss / GIB:.2f}GiB written={written}{gpu}{tps} {s.note}"
 
@@ -151,7 +155,7 @@ def table(stages: list[Stage]) -> str:
     for s in stages:
         written = f"{s.written / GIB:.2f}" if s.written is not None else "n/a"
         gpu = (f" {s.gpu_peak / GIB:.2f} |" if s.gpu_peak is not None else " |") if cuda else ""
-        tps = f"{s.tokens_per_s:,.0f}" if s.tokens_per_s else ""
+        tps = _rate(s.tokens_per_s) if s.tokens_per_s else ""
         rows.append(f"| {s.name} | {s.wall_s:.1f} | {s.peak_rss / GIB:.2f} | {written} |{gpu} {tps} | {s.note} |")
     return "\n".join(rows)
 
@@ -315,10 +319,12 @@ def _train(opts: Options, meter: Meter, base: Path, data: Path, mode: str) -> Pa
     try:
         meter.start(f"[{mode}] data + tokenize")
         try:
-            out = run(cfg)
+            out: Path | None = run(cfg)
         except _Kill:
-            meter.start(f"[{mode}] resume: reload data, compressor, cached codes, base, checkpoint 1")
+            out = None  # resumed below, outside this block: its traceback would keep the first model alive
+        if out is None:
             gc.collect()
+            meter.start(f"[{mode}] resume: reload data, compressor, cached codes, base, checkpoint 1")
             out = run(cfg)
         meter.stop()
     finally:
