@@ -153,7 +153,37 @@ def resume_or_finish(trainer, checkpoint: Path | None):
         trainer._load_from_checkpoint(str(checkpoint))  # what train(resume_from_checkpoint=...) loads
         trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
         return None
-    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return train_explaining_disk_full(trainer, resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+
+#: What torch's and safetensors' writers raise when the disk fills mid-file (the errno is lost on the way).
+_WRITE_FAILED = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed|No space left on device")
+
+
+def checkpoint_bytes(trainer) -> int:
+    """About what one checkpoint takes: the newest one on disk, else the trainable weights with Adam's two moments."""
+    done = sorted(Path(trainer.args.output_dir).glob("checkpoint-*"), key=lambda p: p.stat().st_mtime)
+    if done:
+        return sum(f.stat().st_size for f in done[-1].rglob("*") if f.is_file())
+    return sum(p.numel() * p.element_size() * 3 for p in trainer.model.parameters() if p.requires_grad)
+
+
+def train_explaining_disk_full(trainer, **kwargs):
+    """``trainer.train(**kwargs)``, refused up front when a checkpoint cannot fit, and a disk that fills
+    during a checkpoint named (folder and size) instead of torch's "unexpected pos 738816 vs 738704"."""
+    from lm_latent.utils.fileio import check_free_space, explain_disk_full
+
+    out = Path(trainer.args.output_dir)
+    what = "a training checkpoint"
+    if trainer.args.save_strategy != "no":
+        check_free_space(out, checkpoint_bytes(trainer), what)
+    try:
+        with explain_disk_full(out, what, need=checkpoint_bytes(trainer)):
+            return trainer.train(**kwargs)
+    except RuntimeError as exc:
+        if _WRITE_FAILED.search(str(exc)):
+            check_free_space(out, checkpoint_bytes(trainer), what)  # the disk is full: say so, by name
+        raise
 
 
 def prepare(label: str, checkpoints: Path, record: dict | None) -> Path | None:

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from lm_latent.utils.fileio import LockedError
+    from lm_latent.utils.fileio import LockedError, NoSpaceError
 
     try:
         cfg = config_from_args(args)
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"lm-latent train: {exc}. Rerun the same command to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (FileExistsError, FileNotFoundError, ValueError, AdapterError, LockedError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError, AdapterError, LockedError, NoSpaceError) as exc:
         p.exit(2, f"lm-latent train: error: {exc}\n")
     if main_process:
         print(f"wrote {out}")

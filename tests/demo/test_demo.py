@@ -481,7 +481,7 @@ def test_demo_quick_end_to_end(tmp_path):
     codes = report.split("## What the codes identify", 1)[1]
     assert re.search(r"\| 16 \| opener \| \d+ \| 3 \| \d+\.\d \| \d+\.\d \|", codes), codes
     # the variants table over runs: one row per rate against the run's own CoT
-    from lm_latent.demo import compare
+    from lm_latent.demo.analysis import compare
 
     table = compare.table([("quick", out)])
     assert table.count("\n| quick |") == len(demo.QUICK.rates), table

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from lm_latent.training.launch import batch_plan, launch_refusal  # noqa: E402
 from lm_latent.training.train import main  # noqa: E402
-from train_runs import train_args, write_data  # noqa: E402
+from train_runs import evaluate_two_problems, train_args, write_data  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -179,27 +179,12 @@ def test_full_finetune_refuses_a_truncated_checkpoint(full_adapter: Path, tmp_pa
 def test_full_finetune_evaluates_and_exports(full_adapter: Path, tiny_base: Path, tmp_path: Path):
     """``--model latent`` and ``lm-latent export`` take the full fine-tune unchanged, with the same greedy output."""
     pytest.importorskip("lm_latent.models.latent_hf")
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lm_latent.adapter.export import export
-    from lm_latent.autoload import task_dir
     from lm_latent.models.latent_hf import LatentLM
 
-    data = tmp_path / "data" / "gsm8k"
-    data.mkdir(parents=True)
-    rows = [{"question": "Ann has 3 apples and buys 4 more. How many apples does Ann have?",
-             "answer": "3 + 4 = 7.\n#### 7"}] * 2
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tm = TaskManager(include_path=task_dir(), include_defaults=False, metadata={"data_dir": str(tmp_path / "data")})
-    args = {"pretrained": str(tiny_base), "rate": 4, "adapter": str(full_adapter), "device": "cpu",
-            "max_gen_toks": 16, "batch_size": 2}
-    out = simple_evaluate(model="latent", model_args=args, tasks=["latent_math_gsm8k"], limit=2, task_manager=tm,
-                          log_samples=True)
-    res = out["results"]["latent_math_gsm8k"]
-    assert {"acc,none", "gen_tokens,none", "latent_tokens,none"} <= set(res)
-    assert 1 <= res["gen_tokens,none"] <= 16
+    evaluate_two_problems(full_adapter, tiny_base, tmp_path)
 
     merged = export(full_adapter, tmp_path / "merged")
     lm = LatentLM(pretrained=str(tiny_base), rate=4, adapter=str(full_adapter), device="cpu", max_gen_toks=8)

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lm_latent.training.train import EXIT_INTERRUPTED, main  # noqa: E402
-from train_runs import train_args  # noqa: E402
+from train_runs import evaluate_two_problems, train_args  # noqa: E402
 
 N_SAMPLES = 200
 GROUPED = ("--group-by-length", "3")  # windows of 3 batches sorted by length
@@ -205,24 +205,7 @@ def test_kill_and_resume_gives_the_same_adapter(tmp_path: Path, tiny_base: Path,
 def test_trained_adapter_runs_in_lm_eval(trained: Path, tiny_base: Path, tmp_path: Path):
     """The ``latent`` lm-eval model loads the trained adapter and generates (tiny model, tiny limit)."""
     pytest.importorskip("lm_latent.models.latent_hf")
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from lm_latent.autoload import task_dir
-
-    data = tmp_path / "data" / "gsm8k"
-    data.mkdir(parents=True)
-    rows = [{"question": "Ann has 3 apples and buys 4 more. How many apples does Ann have?",
-             "answer": "3 + 4 = 7.\n#### 7"}] * 2
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tm = TaskManager(include_path=task_dir(), include_defaults=False, metadata={"data_dir": str(tmp_path / "data")})
-    args = {"pretrained": str(tiny_base), "rate": 4, "adapter": str(trained), "device": "cpu",
-            "max_gen_toks": 16, "batch_size": 2}
-    out = simple_evaluate(model="latent", model_args=args, tasks=["latent_math_gsm8k"], limit=2, task_manager=tm,
-                          log_samples=True)
-    res = out["results"]["latent_math_gsm8k"]
-    assert {"acc,none", "gen_tokens,none", "latent_tokens,none"} <= set(res)
-    assert 1 <= res["gen_tokens,none"] <= 16
+    out = evaluate_two_problems(trained, tiny_base, tmp_path)
     assert out["config"]["latent_rate"] == 4
 
 

@@ -68,3 +68,26 @@ def assert_same_adapter(ref: Path, run: Path) -> None:
     mb = json.loads((run / "latent.json").read_text())["metrics"]
     for key in ("finetune_steps", "compressor_steps", "final_loss", "compressor_final_loss", "recon_accuracy"):
         assert ma.get(key) == mb.get(key), (key, ma.get(key), mb.get(key))
+
+
+def evaluate_two_problems(adapter: Path, base: Path, tmp_path: Path) -> dict:
+    """``simple_evaluate`` of a trained rate-4 adapter on two GSM8K-format problems; checks the metrics exist."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from lm_latent.autoload import task_dir
+
+    data = tmp_path / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    rows = [{"question": "Ann has 3 apples and buys 4 more. How many apples does Ann have?",
+             "answer": "3 + 4 = 7.\n#### 7"}] * 2
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tm = TaskManager(include_path=task_dir(), include_defaults=False, metadata={"data_dir": str(tmp_path / "data")})
+    args = {"pretrained": str(base), "rate": 4, "adapter": str(adapter), "device": "cpu", "max_gen_toks": 16,
+            "batch_size": 2}
+    out = simple_evaluate(model="latent", model_args=args, tasks=["latent_math_gsm8k"], limit=2, task_manager=tm,
+                          log_samples=True)
+    res = out["results"]["latent_math_gsm8k"]
+    assert {"acc,none", "gen_tokens,none", "latent_tokens,none"} <= set(res)
+    assert 1 <= res["gen_tokens,none"] <= 16
+    return out
