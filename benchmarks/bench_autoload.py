@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=60, help="runs per setting (default 60)")
     args = p.parse_args(argv)
-    base_env = {k: v for k, v in os.environ.items() if k != "LM_LATENT_NO_AUTOLOAD"}
+    # PYTHONDONTWRITEBYTECODE would recompile the hook's source at every start: users get cached .pyc files
+    base_env = {k: v for k, v in os.environ.items() if k not in ("LM_LATENT_NO_AUTOLOAD", "PYTHONDONTWRITEBYTECODE")}
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for flags, extra in SETTINGS.values():  # warm the page cache and .pyc files
         _time_once(flags, {**base_env, **extra})

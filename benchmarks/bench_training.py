@@ -1,4 +1,4 @@
-"""Fine-tuning throughput: our fine-tune step vs plain HF ``Trainer`` + LoRA, same model, same data.
+"""Fine-tuning throughput: our fine-tune step vs the plain HF ``Trainer``, same model, same data.
 
 Ours: ``lm_latent.training.finetune`` (extended tokenizer, LoRA on all linear layers plus
 trainable new-token rows, response-only loss, seeded sequential order, our pad collator) on
@@ -6,9 +6,11 @@ plain-text samples (rate 0: no latents, so both sides see the same tokens). Base
 stock ``Trainer`` with ``LoraConfig(target_modules="all-linear")`` and
 ``DataCollatorForLanguageModeling`` on the same token sequences. Runs alternate; prints
 the median tokens/s of each (non-pad tokens in the batches trained on / wall time of
-``trainer.train()``) and ours / baseline (target >= ~0.95).
+``trainer.train()``) and ours / baseline (target >= 0.9). ``--finetune full`` compares full
+fine-tuning instead (ours: ``--finetune full``; baseline: a stock ``Trainer`` on the model itself).
 
-    python benchmarks/bench_training.py                     # a random Llama built on the fly
+    python benchmarks/bench_training.py                     # a random Llama built on the fly, LoRA
+    python benchmarks/bench_training.py --finetune both     # LoRA, then full fine-tuning
     python benchmarks/bench_training.py --hidden 512 --layers 8 --steps 40 --runs 5
 """
 
@@ -27,7 +29,7 @@ def _samples(tokenizer, n: int, seed: int):
     return tokenize_examples(examples_from_rows(synthetic_gsm8k(n, seed=seed)), tokenizer, progress=False)
 
 
-def run_ours(base: Path, samples, steps: int, batch_size: int, work: Path) -> tuple[float, int]:
+def run_ours(base: Path, samples, steps: int, batch_size: int, work: Path, mode: str) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
     from lm_latent.adapter.config import LatentConfig
@@ -40,7 +42,7 @@ def run_ours(base: Path, samples, steps: int, batch_size: int, work: Path) -> tu
     extend_tokenizer(tok, 0)
     lc = LatentConfig(rate=0, chunk_len=0, codebook_size=0, base_model=str(base), base_vocab_size=base_vocab,
                       vocab_size=len(tok))
-    cfg = FinetuneConfig(batch_size=batch_size, grad_accum=1, learning_rate=1e-4, logging_steps=10_000,
+    cfg = FinetuneConfig(mode=mode, batch_size=batch_size, grad_accum=1, learning_rate=1e-4, logging_steps=10_000,
                          save_steps=10_000, gradient_checkpointing=False, bf16=False)
     model, _ = load_for_training(str(base), tok, lc, cfg)
     ds = MixedTraceDataset(samples, None, None, LatentVocab.from_tokenizer(tok, 0), seed=0)
@@ -51,7 +53,7 @@ def run_ours(base: Path, samples, steps: int, batch_size: int, work: Path) -> tu
     return time.perf_counter() - t, tokens
 
 
-def run_plain(base: Path, samples, steps: int, batch_size: int, work: Path) -> tuple[float, int]:
+def run_plain(base: Path, samples, steps: int, batch_size: int, work: Path, mode: str) -> tuple[float, int]:
     from peft import LoraConfig, get_peft_model
     from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                               TrainingArguments, set_seed)
@@ -59,8 +61,10 @@ def run_plain(base: Path, samples, steps: int, batch_size: int, work: Path) -> t
     set_seed(0)
     tok = AutoTokenizer.from_pretrained(str(base))
     tok.pad_token = tok.eos_token
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    if mode == "lora":
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
     rows = [{"input_ids": s.input_ids} for s in samples]
     args = TrainingArguments(output_dir=str(work / "plain"), per_device_train_batch_size=batch_size,
                              max_steps=steps, learning_rate=1e-4, logging_steps=10_000, save_strategy="no",
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP contention on small CPUs)")
+    p.add_argument("--finetune", choices=("lora", "full", "both"), default="lora",
+                   help="which fine-tuning to compare (default: lora)")
     args = p.parse_args(argv)
 
     import torch
@@ -96,16 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         tok = build_tokenizer(work / "tok")
         build_llama(work / "base", tok, tied=True, hidden=args.hidden, layers=args.layers)
         samples = _samples(tok, args.steps * args.batch_size, seed=0)
-        ours, plain = [], []
-        for run in range(args.runs):
-            for name, fn, acc in (("ours", run_ours, ours), ("plain", run_plain, plain)):
-                secs, tokens = fn(work / "base", samples, args.steps, args.batch_size, work / f"r{run}")
-                acc.append(tokens / secs)
-                print(f"run {run} {name:5s}: {tokens} tokens in {secs:.2f}s = {tokens / secs:,.0f} tokens/s")
-    mo, mp = statistics.median(ours), statistics.median(plain)
+        modes = ("lora", "full") if args.finetune == "both" else (args.finetune,)
+        medians = {}
+        for mode in modes:
+            ours, plain = [], []
+            for run in range(args.runs):
+                for name, fn, acc in (("ours", run_ours, ours), ("plain", run_plain, plain)):
+                    secs, tokens = fn(work / "base", samples, args.steps, args.batch_size, work / f"{mode}{run}",
+                                      mode)
+                    acc.append(tokens / secs)
+                    print(f"{mode} run {run} {name:5s}: {tokens} tokens in {secs:.2f}s = {tokens / secs:,.0f} tokens/s")
+            medians[mode] = statistics.median(ours), statistics.median(plain)
     print(f"model hidden={args.hidden} layers={args.layers} steps={args.steps} batch={args.batch_size} "
           f"threads={args.threads}")
-    print(f"median tokens/s: ours {mo:,.0f}, plain HF Trainer + LoRA {mp:,.0f}; ratio ours/plain = {mo / mp:.3f}")
+    for mode, (mo, mp) in medians.items():
+        print(f"{mode}: median tokens/s ours {mo:,.0f}, plain HF Trainer {mp:,.0f}; ratio ours/plain = {mo / mp:.3f}")
     return 0
 
 
