@@ -84,6 +84,17 @@ def adapters(tmp_path_factory, tiny_base, tiny_base_untied) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def sweep_adapters(tmp_path_factory, tiny_base) -> Path:
+    """Untrained ``rate0/`` and ``rate4/`` (codebook 16) in one root, for sweeps; one per test module."""
+    from lm_latent.adapter.init import init_adapter
+
+    root = tmp_path_factory.mktemp("sweep_adapters")
+    init_adapter(str(tiny_base), 0, 0, root / "rate0")
+    init_adapter(str(tiny_base), 4, 16, root / "rate4")
+    return root
+
+
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
     """This checkout built as a wheel once per session (``python -m build --no-isolation``)."""

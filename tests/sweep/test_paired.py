@@ -144,16 +144,6 @@ def test_without_samples_the_table_says_so_and_falls_back_to_the_unpaired_se(tmp
     assert float(rows[1]["average Δacc CI low %"]) == pytest.approx(-10.0 - 1.96 * se, abs=0.01)
 
 
-@pytest.fixture(scope="module")
-def sweep_adapters(tmp_path_factory, tiny_base):
-    from lm_latent.adapter.init import init_adapter
-
-    root = tmp_path_factory.mktemp("paired_adapters")
-    init_adapter(str(tiny_base), 0, 0, root / "rate0")
-    init_adapter(str(tiny_base), 4, 16, root / "rate4")
-    return root
-
-
 @pytest.mark.slow
 def test_a_real_sweep_logs_samples_and_its_paired_columns_match_the_samples_files(tmp_path, tiny_base,
                                                                                   sweep_adapters):

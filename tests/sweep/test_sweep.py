@@ -16,16 +16,6 @@ import pytest
 from builders import write_data_dir
 
 
-@pytest.fixture(scope="module")
-def sweep_adapters(tmp_path_factory, tiny_base):
-    from lm_latent.adapter.init import init_adapter
-
-    root = tmp_path_factory.mktemp("sweep_adapters")
-    init_adapter(str(tiny_base), 0, 0, root / "rate0")
-    init_adapter(str(tiny_base), 4, 16, root / "rate4")
-    return root
-
-
 @pytest.mark.slow
 def test_sweep_reports_a_failed_rate_continues_and_resumes(tmp_path, tiny_base, sweep_adapters, capsys):
     from lm_latent.cli import main

@@ -13,16 +13,6 @@ import shutil
 import pytest
 
 
-@pytest.fixture(scope="module")
-def sweep_adapters(tmp_path_factory, tiny_base):
-    from lm_latent.adapter.init import init_adapter
-
-    root = tmp_path_factory.mktemp("integrity_adapters")
-    init_adapter(str(tiny_base), 0, 0, root / "rate0")
-    init_adapter(str(tiny_base), 4, 16, root / "rate4")
-    return root
-
-
 @pytest.fixture
 def fake_lm_eval(monkeypatch, tmp_path):
     """``run_rate`` without lm_eval: accuracy 0.<rate>1, or a failure for the rates in ``fail``."""
