@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lm_latent.adapter.load import COMPRESSOR_DIR, HOME_ENV
-from lm_latent.utils.fileio import atomic_directory, explain_disk_full, write_json_atomic
+from lm_latent.utils.fileio import atomic_directory, explain_disk_full, hash_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ def _file_sha256(path: Path, index: dict) -> str:
     cached = index.get(real)
     if cached and cached[:2] == stamp:
         return cached[2]
-    digest = hashlib.sha256()
-    with open(real, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    index[real] = [*stamp, digest.hexdigest()]
+    index[real] = [*stamp, hash_file(real).hexdigest()]
     return index[real][2]
 
 
@@ -161,14 +157,6 @@ def _stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def entry_problem(entry: Path, full: bool = False) -> str | None:
     """Why ``entry`` may not be used (None: it may). ``merge.json`` must list every file with its
     sha256; a file whose size, mtime or inode differs from the record is re-hashed (``full``: every file)."""
@@ -190,7 +178,7 @@ def entry_problem(entry: Path, full: bool = False) -> str | None:
             return f"{name} is missing"
         if stamp[0] != size:
             return f"{name} has {stamp[0]} bytes, recorded {size}"
-        if (full or stamps.get(name) != stamp) and _sha256(path) != hashes[name]:
+        if (full or stamps.get(name) != stamp) and hash_file(path).hexdigest() != hashes[name]:
             return f"{name} does not match its recorded sha256 (damaged or changed after the merge)"
     return None
 
@@ -292,7 +280,7 @@ def merged_checkpoint(adapter: str | os.PathLike, base: str, dtype: str = "auto"
                     write_merged(adapter, tmp, base=str(base), dtype=dtype)
                     written = sorted(p for p in tmp.rglob("*") if p.is_file())
                     files = {str(p.relative_to(tmp)): p.stat().st_size for p in written}
-                    hashes = {str(p.relative_to(tmp)): _sha256(p) for p in written}  # once, at write
+                    hashes = {str(p.relative_to(tmp)): hash_file(p).hexdigest() for p in written}  # once, at write
                     stamps = {str(p.relative_to(tmp)): _stamp(p) for p in written}  # kept by the rename
                     write_json_atomic(tmp / ENTRY_RECORD, {
                         **parts, "key": key, "adapter": str(adapter.resolve()), "base": str(base),

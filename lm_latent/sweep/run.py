@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from lm_latent.adapter.load import AdapterError, parse_rate, resolve_adapter
-from lm_latent.utils.fileio import LockedError, exclusive_lock, write_json_atomic, write_text_atomic
+from lm_latent.utils.fileio import LockedError, exclusive_lock, hash_file, write_json_atomic, write_text_atomic
 from lm_latent.sweep.report import STYLES, collect, latest_results_json, render, table_rows
 from lm_latent.utils.run_record import differing_keys
 
@@ -63,9 +63,7 @@ def hash_directory(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(file.relative_to(root)).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(file, digest)
         digest.update(b"\0")
     return digest.hexdigest()
 
@@ -127,9 +125,7 @@ def data_identity(tasks: str, model_args: dict[str, str], extra: list[str]) -> d
             continue
         files.append(bench.local_file)
         digest.update(bench.local_file.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(path, digest)
         digest.update(b"\0")
     return {"source": str(root), "files": files, "sha256": digest.hexdigest()}
 

@@ -7,6 +7,7 @@ safetensors would otherwise leave ``0600`` files in an otherwise ``0644`` direct
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -274,3 +275,13 @@ def explain_disk_full(where: str | os.PathLike, what: str, need: int | None = No
         needed = f" (it needs about {_size_text(need)})" if need else ""
         raise NoSpaceError(exc.errno, f"the disk of {where} filled up while writing {what}{needed}; nothing "
                                       f"half-written was kept. Free some space or write to a larger disk.") from exc
+
+
+def hash_file(path: str | os.PathLike, digest=None):
+    """Stream ``path``'s bytes into ``digest`` (a new sha256 by default) and return it: large weights
+    are hashed in blocks, never read whole."""
+    digest = hashlib.sha256() if digest is None else digest
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest
