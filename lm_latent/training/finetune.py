@@ -13,6 +13,7 @@ uninterrupted one and ends with the same adapter.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,7 +27,7 @@ from lm_latent.training.mixed_traces import DEFAULT_SCHEDULE, STRATEGIES, PadCol
 
 __all__ = ["FINETUNE_MODES", "FinetuneConfig", "StopAtStep", "TrainingInterrupted", "batch_plan_for", "build_trainer",
            "check_finetune_flags", "finetune", "init_new_rows", "world_size",
-           "load_for_training", "logs_to_stderr", "prepare_trainer", "training_arguments"]
+           "load_for_training", "logs_to_stderr", "prepare_trainer", "trainer_class", "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,15 +234,44 @@ def prepare_trainer(trainer, stage: str, record: dict | None) -> None:
     events.reached(f"{stage}:trainer", trainer=trainer)
 
 
+@functools.cache
+def trainer_class() -> type:
+    """The ``Trainer`` whose LoRA checkpoints leave out the embedding layers, like the finished adapter.
+
+    PEFT's default ``save_embedding_layers="auto"`` saves the whole resized input and output embedding
+    (1.5 GiB in bf16 at Llama-3.2-3B size) into every checkpoint, though only the new-token rows train,
+    and those are in ``trainable_tokens_delta``. A resume rebuilds the same embedding from the base (resize, then
+    :func:`init_new_rows`) before loading the checkpoint. No processing class is saved: the fine-tuning
+    Trainer has none. Built on first use: ``Trainer`` imports torch.
+    """
+    import os
+
+    import torch
+    from peft import PeftModel
+    from transformers import Trainer
+    from transformers.trainer import TRAINING_ARGS_NAME
+
+    class LatentTrainer(Trainer):
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            if not isinstance(self.model, PeftModel):  # a full fine-tune: every weight, as the Trainer saves it
+                return super()._save(output_dir, state_dict)
+            if not self.args.should_save:
+                return
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            self.model.save_pretrained(output_dir, state_dict=state_dict, save_embedding_layers=False)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))  # as Trainer._save does
+
+    return LatentTrainer
+
+
 def build_trainer(model, dataset, pad_token_id: int, config: FinetuneConfig, output_dir: str | Path,
                   max_steps: int | None = None, callbacks: Sequence = (), progress: bool = True,
                   record: dict | None = None):
     """The fine-tuning ``Trainer`` (also used by ``benchmarks/bench_training.py``)."""
-    from transformers import Trainer
-
     args = training_arguments(config, output_dir, max_steps=max_steps, progress=progress)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
-                      callbacks=list(callbacks))
+    trainer = trainer_class()(model=model, args=args, train_dataset=dataset,
+                              data_collator=PadCollator(pad_token_id), callbacks=list(callbacks))
     prepare_trainer(trainer, "finetune", record)
     return trainer
 
