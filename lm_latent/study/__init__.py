@@ -1,28 +1,26 @@
 """lm-latent study: a whole study (data, base, one compressor + adapter per rate, sweep, report) from a recipe.
 
     lm-latent study --list
-    lm-latent study token-assorted-llama3.2-3b --dry-run [gpus=8] [key=value ...]
-    lm-latent study demo-quick            # runs today's ``lm-latent demo --quick`` plan
-    lm-latent study my_recipe.yaml --dry-run
+    lm-latent study token-assorted-llama3.2-3b --dry-run --gpus 8 [key=value ...]
+    lm-latent study token-assorted-llama3.2-3b --out study/ --gpus 8
+    lm-latent study demo-quick --out demo_quick      # ``lm-latent demo --quick``
+    lm-latent study my_recipe.yaml --out study/ rates=0,16 train.finetune.mode=lora
 
 A recipe (:mod:`lm_latent.study.recipe`) is validated against the same dataclasses ``lm-latent
 train`` is built from before anything runs; ``--dry-run`` prints the plan (:mod:`lm_latent.study.plan`):
-each stage's exact commands and estimates of its GPU-hours, per-GPU memory and disk. The ``demo``
-recipes run the demo's driver with the demo's plan. A GPU recipe is not run by this command yet: it
-prints the commands to run instead (see ``docs/scale.md``).
+each stage's exact commands and estimates of its GPU-hours, per-GPU memory and disk. A run
+(:mod:`lm_latent.study.run`) executes those commands, skipping finished stages, and writes
+``OUT/report.md`` (:mod:`lm_latent.study.report`). The ``demo`` recipes run the demo's driver
+with the demo's plan.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from lm_latent.study.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
 
 __all__ = ["Recipe", "RecipeError", "load_recipe", "main", "shipped_recipes"]
-
-EXIT_NOT_YET = 3
-
 
 def _demo_plan_text(recipe: Recipe) -> str:
     from pathlib import Path
@@ -62,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a recipe setting, e.g. gpus=8 rates=0,16 train.finetune.learning_rate=2e-5")
     p.add_argument("--list", action="store_true", help="list the shipped recipes")
     p.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan; run nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (demo recipes)")
+    p.add_argument("--out", default=None, help="output folder (the same as the override out=DIR)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="GPUs of this node to use (the same as the override gpus=N); default: the recipe's")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the earlier progress (the whole output folder) and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(argv)  # flags and key=value overrides in any order
     if args.list:
         for name, line in shipped_recipes().items():
@@ -70,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.recipe:
         p.error("give a recipe (lm-latent study --list shows the shipped ones)")
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out is not None else []) + (
+        [f"gpus={args.gpus}"] if args.gpus is not None else [])
     try:
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = load_recipe(args.recipe, overrides)
     except RecipeError as exc:
         p.exit(2, f"lm-latent study: error: {exc}\n")
     if recipe.kind == "demo":
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         from lm_latent.demo.run import run_demo
 
         try:
-            report = run_demo(recipe.out, recipe.demo_plan, progress=not args.no_progress)
+            report = run_demo(recipe.out, recipe.demo_plan, progress=not args.no_progress, restart=args.restart)
         except (ValueError, RuntimeError, FileExistsError, FileNotFoundError) as exc:
             p.exit(1, f"lm-latent study: error: {exc}\n")
         print(f"wrote {report}")
@@ -92,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     print(render_plan(recipe, stages), flush=True)
     if args.dry_run:
         return 0
-    commands = [cmd for stage in stages for cmd in stage.commands]
-    print("\nlm-latent study: not yet: this command runs the demo recipes itself, but not a GPU study. "
-          "Run these commands in order (on the GPU machine; docs/scale.md shows SLURM):", file=sys.stderr)
-    for cmd in commands:
-        print(f"  {cmd}", file=sys.stderr)
-    if recipe.pending:
-        print(f"  (and once lm-latent train has them, add {' '.join(f'{k} {v}' for k, v in recipe.pending.items())}"
-              f" to each train command)", file=sys.stderr)
-    return EXIT_NOT_YET
+    from lm_latent.study.run import StudyError, run_study
+    from lm_latent.utils.fileio import LockedError
+
+    try:
+        report = run_study(recipe, progress=not args.no_progress, restart=args.restart)
+    except (StudyError, LockedError) as exc:
+        p.exit(1, f"lm-latent study: error: {exc}\n")
+    print(f"wrote {report}")
+    return 0

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from lm_latent.study.recipe import Recipe, explicit_flags
 
-__all__ = ["GPUS", "Arch", "Stage", "architecture", "build_plan", "render_plan", "stage_commands"]
+__all__ = ["GPUS", "Arch", "Stage", "architecture", "build_plan", "data_file", "launcher_argv", "render_plan",
+           "stage_commands", "sweep_argv", "train_argv"]
 
 #: name -> (peak dense bf16 FLOP/s, memory in GB); vendor data sheet numbers, no sparsity
 GPUS = {"h100-80gb": (989e12, 80.0), "h200-141gb": (989e12, 141.0), "a100-80gb": (312e12, 80.0)}
@@ -97,14 +98,20 @@ def finetune_method(recipe: Recipe) -> str:
     return str(recipe.pending.get("--finetune") or getattr(recipe.train.finetune, "mode", None) or "lora")
 
 
-def _launcher(recipe: Recipe) -> list[str]:
-    """``accelerate launch`` for more than one GPU (multi-node: each node's rank and the main node's address)."""
-    if recipe.world_size == 1:
+def launcher_argv(processes: int, nodes: int = 1, port: int | None = None) -> list[str]:
+    """``accelerate launch`` for several processes (multi-node: each node's rank and the main node's address).
+
+    ``--multi_gpu`` is accelerate's torchrun-based launcher; it starts CPU processes too (gloo), which
+    is how the tests run it.
+    """
+    if processes * nodes == 1:
         return []
-    argv = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(recipe.world_size)]
-    if recipe.nodes > 1:
-        argv += ["--num_machines", str(recipe.nodes), "--machine_rank", "$MACHINE_RANK", "--main_process_ip",
+    argv = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes * nodes)]
+    if nodes > 1:
+        argv += ["--num_machines", str(nodes), "--machine_rank", "$MACHINE_RANK", "--main_process_ip",
                  "$MAIN_PROCESS_IP", "--main_process_port", "29500"]
+    elif port is not None:
+        argv += ["--main_process_port", str(port)]
     return argv
 
 
@@ -115,13 +122,27 @@ def _with_env(argv: list[str]) -> str:
     return text
 
 
+def data_file(recipe: Recipe) -> Path | None:
+    """Where the data stage writes a hub dataset (None: ``data`` is a local file, used as it is)."""
+    if Path(recipe.data).expanduser().exists():
+        return None
+    return Path(recipe.out) / "data" / f"{recipe.train.split}.jsonl"
+
+
+def rates_per_group(recipe: Recipe) -> int:
+    """GPUs each rate trains on: all of them, or ``gpus_per_rate`` (several rates at once on disjoint sets)."""
+    return min(recipe.gpus_per_rate or recipe.gpus, recipe.gpus) if recipe.nodes == 1 else recipe.gpus
+
+
 def train_argv(recipe: Recipe, rate: int) -> list[str]:
     """The ``lm-latent train`` flags for one rate, written from the validated TrainConfig."""
     from dataclasses import replace
 
     from lm_latent.utils.dataclass_cli import to_argv
 
-    cfg = replace(recipe.train, rate=rate, out=str(Path(recipe.out) / "adapters"))
+    local = data_file(recipe)
+    cfg = replace(recipe.train, rate=rate, out=str(Path(recipe.out) / "adapters"),
+                  data=str(local) if local is not None else recipe.train.data)
     argv = to_argv(cfg)  # what differs from lm-latent train's defaults (train_flags were parsed into cfg)
     # the recipe's own settings are written even where they equal today's defaults: a later default
     # must not change what a recipe trains
@@ -136,40 +157,52 @@ def train_argv(recipe: Recipe, rate: int) -> list[str]:
     return argv
 
 
+def sweep_argv(recipe: Recipe) -> list[str]:
+    """The ``lm-latent sweep`` flags: every rate on the recipe's tasks, using every GPU of one node.
+
+    ``latent-vllm``: vLLM's own data parallelism (``data_parallel_size`` = GPUs / tensor parallel size);
+    ``latent``: one lm_eval process per GPU through accelerate (``--num-processes``), lm-eval's data
+    parallelism.
+    """
+    ev, out = recipe.eval, Path(recipe.out)
+    model_args = [f"pretrained={recipe.base}", f"adapters={out / 'adapters'}", f"max_gen_toks={ev.max_gen_toks}",
+                  f"dtype={ev.dtype}"]
+    argv = ["--rates", ",".join(map(str, recipe.rates)), "--tasks", ev.tasks, "--model", ev.model]
+    if ev.model == "latent-vllm":
+        if ev.tensor_parallel_size > 1:
+            model_args.append(f"tensor_parallel_size={ev.tensor_parallel_size}")
+        if recipe.gpus // ev.tensor_parallel_size > 1:
+            model_args.append(f"data_parallel_size={recipe.gpus // ev.tensor_parallel_size}")
+    elif recipe.gpus > 1:
+        argv += ["--num-processes", str(recipe.gpus)]
+    argv += ["--model_args", ",".join(model_args), "--out", str(out / "results"), "--batch_size", ev.batch_size]
+    if ev.limit is not None:
+        argv += ["--limit", str(ev.limit)]
+    if ev.data_dir is not None:
+        argv += ["--metadata", json.dumps({"data_dir": ev.data_dir})]
+    return argv
+
+
 def stage_commands(recipe: Recipe) -> list[tuple[str, list[str]]]:
+    """Each stage's commands as a user would type them (``lm-latent study`` runs the same, itself)."""
     out = Path(recipe.out)
     stages: list[tuple[str, list[str]]] = []
-    data_cmds = []
-    if not Path(recipe.data).expanduser().exists():
-        data_cmds.append(_q(["hf", "download", recipe.data, "--repo-type", "dataset"]))
+    local = data_file(recipe)
+    data_cmds = [] if local is None else [_q(["python", "-m", "lm_latent.study.data", recipe.data, "--split",
+                                               recipe.train.split, "--out", str(local)])]
     stages.append(("data", data_cmds))
     base_cmds = []
     if not Path(recipe.base).expanduser().exists():
         base_cmds.append(_q(["hf", "download", recipe.base, "--exclude", "original/*"]))
     stages.append(("base", base_cmds))
-    launcher = _launcher(recipe)
+    per_rate = rates_per_group(recipe)
+    launcher = launcher_argv(per_rate, recipe.nodes)
     for rate in recipe.rates:
         train = ["lm-latent", "train"] if not launcher else [*launcher, "-m", "lm_latent.training.train"]
         label = "adapter rate 0 (CoT baseline)" if rate == 0 else f"compressor + adapter rate {rate}"
         stages.append((label, [_with_env([*train, *train_argv(recipe, rate)])]))
-    ev = recipe.eval
-    model_args = [f"pretrained={recipe.base}", f"adapters={out / 'adapters'}", f"max_gen_toks={ev.max_gen_toks}",
-                  f"dtype={ev.dtype}"]
-    extra = ["--batch_size", ev.batch_size] + (["--limit", str(ev.limit)] if ev.limit is not None else [])
-    rates = ",".join(map(str, recipe.rates))
-    if ev.model == "latent-vllm" or recipe.gpus == 1:
-        if ev.model == "latent-vllm" and recipe.gpus > 1:
-            model_args.append(f"data_parallel_size={recipe.gpus}")
-        sweep = ["lm-latent", "sweep", "--rates", rates, "--tasks", ev.tasks, "--model", ev.model,
-                 "--model_args", ",".join(model_args), "--out", str(out / "results"), *extra]
-        stages.append(("sweep", [_q(sweep)]))
-        stages.append(("report", [_q(["lm-latent", "plot", str(out / "results")])]))
-    else:  # the HF model over several GPUs: one data-parallel lm_eval per rate
-        cmds = [_with_env([*_launcher(recipe), "-m", "lm_eval", "--model", "latent", "--model_args",
-                           ",".join([f"rate={r}", *model_args]), "--tasks", ev.tasks, *extra, "--log_samples",
-                           "--output_path", str(out / "results" / f"rate{r}")]) for r in recipe.rates]
-        stages.append(("sweep", cmds))
-        stages.append(("report", []))
+    stages.append(("sweep", [_q(["lm-latent", "sweep", *sweep_argv(recipe)])]))
+    stages.append(("report", [_q(["lm-latent", "plot", "--out", str(out / "results")])]))
     return stages
 
 
@@ -250,6 +283,10 @@ def build_plan(recipe: Recipe) -> list[Stage]:
             mem = max(mem, c_mem)
             notes.append(f"compressor: ~{c_hours:.2f} GPU-hours, ~{c_mem:.1f} GB")
         stage.gpu_hours, stage.mem_gb, stage.disk_gb, stage.scratch_gb, stage.notes = hours, mem, disk, scratch, notes
+        stage.gpus = recipe.train_world_size
+        if recipe.train_world_size < recipe.world_size:
+            stage.notes.append(f"{recipe.world_size // recipe.train_world_size} rates train at once, each on "
+                               f"{recipe.train_world_size} GPU(s) (gpus_per_rate)")
         if mem > card_gb:
             stage.notes.append(f"over the {card_gb:.0f} GB of one {est.gpu}: lower --batch-size (raise "
                                f"--grad-accum) or shard the states (FSDP)")
@@ -304,7 +341,8 @@ def render_plan(recipe: Recipe, stages: list[Stage]) -> str:
             lines.append(f"  estimate: {_num(stage.gpu_hours, 'GPU-hours')}{wall}; {memory}"
                          f"disk {_num(stage.disk_gb, 'GB')}{scratch_text}")
             total_hours += stage.gpu_hours or 0.0
-            total_wall += (stage.gpu_hours or 0.0) / (stage.gpus or recipe.world_size)
+            concurrent = recipe.world_size // gpus if stage.name.startswith(("adapter", "compressor")) else 1
+            total_wall += (stage.gpu_hours or 0.0) / gpus / concurrent
             total_disk += stage.disk_gb or 0.0
             scratch = max(scratch, stage.scratch_gb)
         lines += [f"    ({note})" for note in stage.notes if note]

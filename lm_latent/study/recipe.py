@@ -26,7 +26,8 @@ __all__ = ["EvalSpec", "Estimates", "Recipe", "RecipeError", "build_dataclass", 
            "shipped_recipes"]
 
 _OPTION_KEY = "lm_latent.cli"  # lm_latent.utils.dataclass_cli's metadata key: the field has a flag
-_TOP_KEYS = ("name", "description", "kind", "demo", "base", "data", "rates", "gpus", "nodes", "out", "train",
+_TOP_KEYS = ("name", "description", "kind", "demo", "base", "data", "rates", "gpus", "gpus_per_rate", "nodes", "out",
+             "train",
              "train_flags", "eval", "estimates", "demo_plan")
 
 
@@ -43,7 +44,9 @@ class EvalSpec:
     max_gen_toks: int = 2048
     batch_size: str = "auto"
     dtype: str = "bfloat16"
-    limit: int | None = None
+    limit: int | None = None  # lm_eval --limit: documents per task (stand-in runs)
+    data_dir: str | None = None  # the benchmarks' files (lm_eval --metadata data_dir=...); None: the tasks' default
+    tensor_parallel_size: int = 1  # latent-vllm: GPUs per model copy; data_parallel_size = gpus / this
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Recipe:
     rates: tuple[int, ...] = (0, 16)
     gpus: int = 1  # GPUs per node
     nodes: int = 1
+    gpus_per_rate: int | None = None  # one node: train several rates at once, each on this many GPUs
     out: str = "study_out"
     train: Any = None  # TrainConfig, rate/base/data/out filled per stage
     train_flags: dict[str, str] = field(default_factory=dict)  # accepted by this lm-latent train
@@ -82,6 +86,14 @@ class Recipe:
     estimates: Estimates = field(default_factory=Estimates)
     demo_plan: Any = None  # kind demo: the DemoPlan
     source: str = ""  # where the recipe was read from
+    overrides: list[str] = field(default_factory=list)  # the key=value overrides given
+
+    @property
+    def train_world_size(self) -> int:
+        """Processes each rate trains on."""
+        from lm_latent.study.plan import rates_per_group
+
+        return rates_per_group(self) * self.nodes
 
     @property
     def world_size(self) -> int:
@@ -287,10 +299,10 @@ def _check_train(recipe: Recipe) -> None:
         if getattr(cfg.finetune, "global_batch_size", None) is not None:
             from lm_latent.training.launch import batch_plan
 
-            batch_plan(recipe.world_size, cfg.finetune.batch_size, cfg.finetune.grad_accum,
+            batch_plan(recipe.train_world_size, cfg.finetune.batch_size, cfg.finetune.grad_accum,
                        cfg.finetune.global_batch_size)
     except ValueError as exc:
-        raise RecipeError(f"train.finetune: {exc} (gpus x nodes = {recipe.world_size})") from None
+        raise RecipeError(f"train.finetune: {exc} ({recipe.train_world_size} training processes per rate)") from None
     if cfg.finetune.group_by_length < 0:
         raise RecipeError(f"train.finetune.group_by_length must be >= 0, got {cfg.finetune.group_by_length}")
     for rate in recipe.rates:
@@ -317,13 +329,17 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
     if kind not in ("study", "demo"):
         raise RecipeError(f"kind: 'study' or 'demo', got {kind!r}")
     name = str(data.get("name") or Path(source).stem)
-    recipe = Recipe(name=name, kind=kind, description=str(data.get("description", "")).strip(), source=source)
-    for key in ("gpus", "nodes"):
-        if key in data:
+    recipe = Recipe(name=name, kind=kind, description=str(data.get("description", "")).strip(), source=source,
+                    overrides=list(overrides))
+    for key in ("gpus", "nodes", "gpus_per_rate"):
+        if data.get(key) is not None:
             value = _convert(key, int, data[key])
             if value < 1:
                 raise RecipeError(f"{key}: must be >= 1, got {value}")
             setattr(recipe, key, value)
+    if recipe.gpus_per_rate is not None and recipe.gpus % recipe.gpus_per_rate:
+        raise RecipeError(f"gpus_per_rate: {recipe.gpus_per_rate} does not divide gpus ({recipe.gpus}): the rates "
+                          f"train on disjoint sets of that many GPUs")
     if "out" in data:
         recipe.out = _convert("out", str, data["out"])
     if kind == "demo":
@@ -375,6 +391,9 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
     recipe.eval = build_dataclass(EvalSpec, data.get("eval") or {}, "eval")
     if recipe.eval.model not in ("latent", "latent-vllm"):
         raise RecipeError(f"eval.model: 'latent' or 'latent-vllm', got {recipe.eval.model!r}")
+    if recipe.eval.tensor_parallel_size < 1 or recipe.gpus % recipe.eval.tensor_parallel_size:
+        raise RecipeError(f"eval.tensor_parallel_size: must be >= 1 and divide gpus ({recipe.gpus}), got "
+                          f"{recipe.eval.tensor_parallel_size}")
     recipe.estimates = build_dataclass(Estimates, data.get("estimates") or {}, "estimates")
     from lm_latent.study.plan import GPUS
 

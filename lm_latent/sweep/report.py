@@ -223,11 +223,22 @@ STYLES = ("lines", "bars")
 ACC_COLOR, TOK_COLOR = "#c0392b", "#2c5d8f"
 
 
-def draw_chart(rows: list[RateRow], title: str | None = None, style: str = "lines"):
+@dataclass
+class Reference:
+    """Published values drawn beside a result (hollow markers): ``points`` are (rate, accuracy %, tokens)."""
+
+    label: str
+    points: list[tuple[int, float, float]]
+    cot_tokens: float | None = None
+
+
+def draw_chart(rows: list[RateRow], title: str | None = None, style: str = "lines",
+               reference: Reference | None = None):
     """The chart as a matplotlib figure (``plot_chart`` saves and closes it).
 
     ``lines`` (default): the paper's figure, a linear rate axis with accuracy (left) and tokens
-    (right) as two line series and CoT as labelled dashed references. ``bars``: the older chart.
+    (right) as two line series and CoT as labelled dashed references; ``reference`` adds published
+    values beside them (lines style only). ``bars``: the older chart.
     """
     import matplotlib
 
@@ -237,7 +248,7 @@ def draw_chart(rows: list[RateRow], title: str | None = None, style: str = "line
     rows = [r for r in rows if r.avg_accuracy == r.avg_accuracy]
     if not rows:
         raise ValueError("no results with accuracy to plot")
-    return _draw_lines(rows, title) if style == "lines" else _draw_bars(rows, title)
+    return _draw_lines(rows, title, reference) if style == "lines" else _draw_bars(rows, title)
 
 
 def _band_limits(values: list[float], low: float, high: float, floor: float | None = None,
@@ -265,7 +276,7 @@ def _visible_ticks(axis, lo: float, hi: float, floor: float | None = None, ceili
     axis.set_major_locator(mticker.FixedLocator([t for t in ticks if floor - 1e-9 <= t <= ceiling + 1e-9]))
 
 
-def _draw_lines(rows: list[RateRow], title: str | None = None):
+def _draw_lines(rows: list[RateRow], title: str | None = None, reference: Reference | None = None):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -284,6 +295,9 @@ def _draw_lines(rows: list[RateRow], title: str | None = None):
     acc_values += [a + e for a, e in zip(acc, se) if a == a and e == e] + [a - e for a, e in zip(acc, se)
                                                                            if a == a and e == e]
     tok_values = [t for t in tokens if t == t] + [v for v in (cot_tok,) if v == v]
+    if reference is not None:
+        acc_values += [a for _, a, _ in reference.points]
+        tok_values += [t for _, _, t in reference.points] + ([reference.cot_tokens] if reference.cot_tokens else [])
     acc_lo, acc_hi = _band_limits(acc_values, 0.52, 0.86)
     ax_acc.set_ylim(acc_lo, acc_hi)
     _visible_ticks(ax_acc.yaxis, acc_lo, acc_hi, 0.0, 100.0)
@@ -317,6 +331,11 @@ def _draw_lines(rows: list[RateRow], title: str | None = None):
     else:
         ax_acc.set_xlim(0, 1)
         ax_acc.set_xticks([])
+    if reference is not None:
+        _draw_reference(ax_acc, ax_tok, reference, handles)
+        span = max([r for r, _, _ in reference.points] + rates + [1])
+        ax_acc.set_xlim(0, span * 1.08)
+        ax_acc.set_xticks(sorted({*rates, *(r for r, _, _ in reference.points)}))
     if cot is not None:
         ax_acc.axhline(cot_acc, color=ACC_COLOR, linestyle="--", linewidth=1.2, alpha=0.8, zorder=1)
         handles.append(Line2D([], [], color=ACC_COLOR, linestyle="--", label=f"CoT accuracy {cot_acc:.1f}%"))
@@ -333,6 +352,22 @@ def _draw_lines(rows: list[RateRow], title: str | None = None):
     ax_acc.set_title(title or f"Accuracy and generated tokens vs rate ({', '.join(tasks)})", fontsize=9)
     fig.tight_layout(rect=(0, 0.06 * max(1, math.ceil(len(handles) / 2)), 1, 1))  # the bottom strip: legend
     return fig
+
+
+def _draw_reference(ax_acc, ax_tok, reference: Reference, handles: list) -> None:
+    from matplotlib.lines import Line2D
+
+    xs = [r for r, _, _ in reference.points]
+    ax_acc.plot(xs, [a for _, a, _ in reference.points], "o:", color=ACC_COLOR, markerfacecolor="white",
+                linewidth=1, zorder=2)
+    ax_tok.plot(xs, [t for _, _, t in reference.points], "s:", color=TOK_COLOR, markerfacecolor="white",
+                linewidth=1, zorder=2)
+    handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle=":",
+                          label=reference.label))
+    if reference.cot_tokens:
+        ax_tok.axhline(reference.cot_tokens, color=TOK_COLOR, linestyle=":", linewidth=1, alpha=0.7, zorder=1)
+        handles.append(Line2D([], [], color=TOK_COLOR, linestyle=":",
+                              label=f"{reference.label}: CoT {reference.cot_tokens:.0f} tok"))
 
 
 def _points(ax, data_height: float) -> float:
@@ -381,11 +416,12 @@ def _draw_bars(rows: list[RateRow], title: str | None = None):
     return fig
 
 
-def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None, style: str = "lines") -> list[Path]:
+def plot_chart(rows: list[RateRow], out: str | Path, title: str | None = None, style: str = "lines",
+               reference: Reference | None = None) -> list[Path]:
     """Accuracy (left axis) and mean generated tokens (right axis) per rate, as PNG and SVG."""
     import matplotlib.pyplot as plt
 
-    fig = draw_chart(rows, title, style)
+    fig = draw_chart(rows, title, style, reference)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "chart.png", out / "chart.svg"]

@@ -21,8 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 from lm_latent.adapter.load import AdapterError, parse_rate, resolve_adapter
 from lm_latent.utils.fileio import LockedError, exclusive_lock, hash_file, write_json_atomic, write_text_atomic
 from lm_latent.sweep.report import STYLES, collect, latest_results_json, render, table_rows
+from lm_latent.utils.children import run_logged
 from lm_latent.utils.run_record import differing_keys
 
 DONE = "DONE.json"
@@ -192,54 +191,23 @@ def settings_diff(old: dict | None, new: dict) -> list[str]:
     return lines
 
 
-def _die_with_parent(parent: int):
-    """For ``Popen(preexec_fn=...)``: the child gets SIGTERM when the sweep dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # loaded here, in the parent: nothing may be imported between fork and exec
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def set_signal() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-    return set_signal
-
-
 def run_rate(rate: int, tasks: str, model_args: str, out: Path, extra: list[str],
-             model: str = DEFAULT_MODEL) -> tuple[bool, str]:
-    """One lm_eval run, streamed line by line to the console and to ``out/lm_eval.log``."""
+             model: str = DEFAULT_MODEL, processes: int = 1) -> tuple[bool, str]:
+    """One lm_eval run, streamed line by line to the console and to ``out/lm_eval.log``.
+
+    ``processes`` > 1: lm-eval's data parallelism, one process per GPU through ``accelerate launch``
+    (``--model latent`` uses the launcher's ranks; the results equal one process's).
+    """
     out.mkdir(parents=True, exist_ok=True)
     args = f"rate={rate}" + (f",{model_args}" if model_args else "")
-    cmd = [sys.executable, "-m", "lm_latent.cli", "eval", "--model", model, "--model_args", args,
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "-m"] if processes > 1 else [sys.executable, "-m"]
+    cmd = [*launch, "lm_latent.cli", "eval", "--model", model, "--model_args", args,
            "--tasks", tasks, "--output_path", str(out), *extra]
     if not {"--log_samples", "-s"} & set(extra):  # always: the paired comparisons (sweep.paired) read them
         cmd.append("--log_samples")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the child's lines reach the log as they are written
-    with open(out / "lm_eval.log", "w", encoding="utf-8", buffering=1) as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=env, preexec_fn=_die_with_parent(os.getpid()))
-        tail: list[str] = []
-        assert proc.stdout is not None  # stdout=PIPE
-        try:
-            for line in proc.stdout:
-                sys.stderr.write(line)
-                log.write(line)
-                log.flush()
-                tail = (tail + [line])[-30:]
-            code = proc.wait()
-        except BaseException:  # Ctrl-C or an error here: never leave the child running
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-    return code == 0, "".join(tail)
+    code, tail = run_logged(cmd, out / "lm_eval.log")
+    return code == 0, tail
 
 
 def _finished(folder: Path) -> dict | None:
@@ -307,7 +275,7 @@ def publish(out: Path, included: list[int], excluded: dict, title: str | None = 
 
 
 def sweep(rates: list[int], tasks: str, model_args: str, out: str | Path, extra: list[str],
-          redo: bool = False, model: str = DEFAULT_MODEL) -> dict:
+          redo: bool = False, model: str = DEFAULT_MODEL, processes: int = 1) -> dict:
     """Run every rate not yet finished with these exact settings; refuse other settings unless ``redo``.
 
     ``out`` is locked for the whole sweep (a second sweep on it is refused, naming this one). The
@@ -316,11 +284,11 @@ def sweep(rates: list[int], tasks: str, model_args: str, out: str | Path, extra:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out / LOCK, f"sweep folder {out}"):
-        return _sweep_locked(rates, tasks, model_args, out, extra, redo, model)
+        return _sweep_locked(rates, tasks, model_args, out, extra, redo, model, processes)
 
 
 def _sweep_locked(rates: list[int], tasks: str, model_args: str, out: Path, extra: list[str],
-                  redo: bool, model: str) -> dict:
+                  redo: bool, model: str, processes: int = 1) -> dict:
     settings = {rate: rate_settings(rate, tasks, model_args, extra, model) for rate in rates}
     skip, changed = set(), []
     for rate in rates:
@@ -349,7 +317,7 @@ def _sweep_locked(rates: list[int], tasks: str, model_args: str, out: Path, extr
         (folder / DONE).unlink(missing_ok=True)  # a kill from here on leaves the rate unfinished
         print(f"[sweep {i}/{len(rates)}] {label}: running lm_eval ...", file=sys.stderr)
         start = time.time()
-        ok, tail = run_rate(rate, tasks, model_args, folder, extra, model)
+        ok, tail = run_rate(rate, tasks, model_args, folder, extra, model, processes)
         result = latest_results_json(folder) if ok else None
         entry: dict[str, object] = {"ok": bool(ok and result), "seconds": round(time.time() - start, 1)}
         if entry["ok"]:
@@ -390,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="rerun rates that already finished (needed when the settings or the adapters changed)")
     p.add_argument("--model", default=DEFAULT_MODEL, choices=("latent", "latent-vllm"),
                    help="backend: latent (HF generate) or latent-vllm")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="--model latent: N data-parallel lm_eval processes per rate (accelerate launch, one per "
+                        "GPU); the results equal one process's, so this is not part of the recorded settings")
     args, extra = p.parse_known_args(argv)
+    if args.num_processes < 1:
+        p.error(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.num_processes > 1 and args.model != "latent":
+        p.error("--num-processes is for --model latent; latent-vllm spreads over GPUs with "
+                "--model_args data_parallel_size=N")
     if any(part.strip().startswith("rate=") for part in args.model_args.split(",")):
         p.error("give rates with --rates, not rate= in --model_args")
     for flag in ("--output_path", "-o", "--tasks"):
@@ -405,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                 "every rate after the first would report the first rate's answers. Finished rates are already "
                 "skipped on a rerun (same settings); drop --use_cache")
     try:
-        status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo, model=args.model)
+        status = sweep(rates, args.tasks, args.model_args, args.out, extra, redo=args.redo, model=args.model,
+                       processes=args.num_processes)
     except (SettingsChanged, LockedError) as exc:
         print(f"lm-latent sweep: error: {exc}", file=sys.stderr)
         return 2

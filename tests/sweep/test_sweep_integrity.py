@@ -22,7 +22,7 @@ def fake_lm_eval(monkeypatch, tmp_path):
     fail: set[int] = set()
     monkeypatch.setenv("LM_LATENT_HOME", str(tmp_path / "home"))  # the base's per-file hash index
 
-    def fake(rate, tasks, model_args, out, extra, model="latent"):
+    def fake(rate, tasks, model_args, out, extra, model="latent", processes=1):
         calls.append(rate)
         out.mkdir(parents=True, exist_ok=True)
         (out / "lm_eval.log").write_text("fake\n")
