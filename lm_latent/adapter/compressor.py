@@ -126,6 +126,59 @@ def code_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, float]:
     return float(usage), float(ppl)
 
 
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_in_rank_order(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``x`` of every process, concatenated along ``dim`` in rank order; ``x`` itself in one process.
+
+    Rank r holds the r-th slice of the global batch (accelerate's sequential sharding), so this is
+    the batch one process would see. Sizes may differ (a short last batch): padded for the gather.
+    """
+    import torch.distributed as dist
+
+    world = _world()
+    if world == 1:
+        return x
+    x = x.detach().contiguous()  # draws only: no gradient crosses ranks
+    size = torch.tensor(x.shape[dim], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(sizes))
+    padded = torch.cat([x, x.new_zeros(*x.shape[:dim], longest - x.shape[dim], *x.shape[dim + 1:])], dim)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part.narrow(dim, 0, int(n)) for part, n in zip(parts, sizes)], dim)
+
+
+def _draw_from_the_global_batch(codebook) -> None:
+    """Make k-means init and dead-code replacement draw as one process does, on every rank.
+
+    vector-quantize-pytorch samples per rank under DDP (a multinomial split, then a local
+    ``randperm``), so the codebook depended on the world size. Here every rank gathers the global
+    batch and runs the one-process draw with the same torch RNG (same seed, same draws on every
+    rank): the codebook is the same on all ranks and equals a one-process run's up to the float
+    order of the all-reduced k-means and EMA sums. One process: unchanged.
+    """
+    from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors
+
+    def sample(samples, num):
+        return batched_sample_vectors(gather_in_rank_order(samples), num)
+
+    replace = codebook.replace
+
+    def replace_from_all(batch_samples, batch_mask, seq_mask=None):
+        seq_mask = None if seq_mask is None else gather_in_rank_order(seq_mask)
+        return replace(gather_in_rank_order(batch_samples), batch_mask, seq_mask=seq_mask)
+
+    codebook.sample_fn = sample  # k-means' starting means; its iterations stay all-reduced
+    codebook.replace_sample_fn = batched_sample_vectors
+    codebook.replace = replace_from_all
+
+
 def _stack(config: LatentCompressorConfig) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(config.hidden_size, config.num_heads, 4 * config.hidden_size,
                                        dropout=config.dropout, activation="gelu", batch_first=True,
@@ -159,6 +212,8 @@ class LatentCompressor(PreTrainedModel):
             decay=config.codebook_decay, kmeans_init=config.kmeans_init,
             threshold_ema_dead_code=config.threshold_ema_dead_code,
             commitment_weight=config.commitment_weight)
+        if _world() > 1:
+            _draw_from_the_global_batch(self.quantizer._codebook)
         self.prompt_pos = nn.Embedding(config.max_prompt_len, h)
         self.latent_pos = nn.Embedding(n_lat, h)
         self.query_pos = nn.Embedding(length, h)
