@@ -231,6 +231,7 @@ class Options:
     compressor_batch: int = 32
     lora_steps: int = 2
     full_steps: int = 0  # > 0: also a full fine-tune (gpu_smoke)
+    lora: bool = True  # False: the full fine-tune only (full_steps > 0)
     batch_size: int = 1
     global_batch: int = 2
     max_seq_len: int = 128
@@ -430,7 +431,7 @@ def run_pipeline(opts: Options) -> dict:
         result["data"] = {"rows": len(rows), "source": source}
         result["sizes"]["base"] = dir_size(base)
         prompts = _prompts(rows, opts.prompts)
-        modes = ["lora"] + (["full"] if opts.full_steps > 0 else [])
+        modes = (["lora"] if opts.lora else []) + (["full"] if opts.full_steps > 0 else [])
         for mode in modes:
             adapter = _train(opts, meter, base, data, mode)
             result["sizes"][f"adapter_{mode}"] = dir_size(adapter) - dir_size(adapter / "compressor")
@@ -474,6 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--keep", action="store_true", help="keep --out afterwards (default: removed, it is GiBs)")
     p.add_argument("--reuse-base", action="store_true", help="use the random base a --keep run left in --out")
+    p.add_argument("--finetune", choices=("lora", "full", "both"), default="lora",
+                   help="full: every weight, fp32 AdamW (16 bytes per parameter: the 3B architecture needs ~52 GB; "
+                        "use --layers to cut it to what fits)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="keep only this many of the architecture's decoder layers (width and vocabulary unchanged)")
+    p.add_argument("--compare-backends", action="store_true",
+                   help="also greedy-generate with plain HF on the exported checkpoint (and vLLM if installed) and "
+                        "check the outputs equal --model latent's")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: the base trains and generates in bf16 (half the RAM: ~7 GiB instead of ~15 GiB "
                         "for the 3B base; needs a CPU with fast bf16, e.g. avx512_bf16)")
@@ -495,14 +504,22 @@ def main(argv: list[str] | None = None) -> int:
                   "(pip install --no-deps llama-models tiktoken)")
             return 0
     out = Path(args.out)
-    opts = Options(out=out, arch=TINY if args.tiny else LLAMA_32_3B, tokenizer="tiny" if args.tiny else "llama3",
+    arch = dict(TINY if args.tiny else LLAMA_32_3B)
+    if args.layers is not None:
+        if not 1 <= args.layers <= arch["num_hidden_layers"]:
+            p.error(f"--layers must be between 1 and {arch['num_hidden_layers']}")
+        arch["num_hidden_layers"] = args.layers
+    opts = Options(out=out, arch=arch, tokenizer="tiny" if args.tiny else "llama3",
                    rows=args.rows, max_seq_len=args.max_seq_len,
                    rate=4 if args.tiny else 16, codebook_size=16 if args.tiny else 1024,
                    compressor_arch=TINY_COMPRESSOR if args.tiny else {}, reuse_base=args.reuse_base,
                    bf16=args.precision == "bf16",  # fp32: bf16 matmuls are slow on CPUs without native bf16
-                   gen_dtype="bfloat16" if args.precision == "bf16" else "float32")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}, "
-          f"{'tiny' if args.tiny else 'Llama-3.2-3B architecture, random weights'}")
+                   gen_dtype="bfloat16" if args.precision == "bf16" else "float32",
+                   lora=args.finetune in ("lora", "both"), full_steps=2 if args.finetune in ("full", "both") else 0,
+                   compare_backends=args.compare_backends)
+    layers = f", {arch['num_hidden_layers']} of its {(TINY if args.tiny else LLAMA_32_3B)['num_hidden_layers']} layers"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}, finetune "
+          f"{args.finetune}, {'tiny' if args.tiny else 'Llama-3.2-3B architecture, random weights'}{layers}")
     try:
         run_pipeline(opts)
     finally:
