@@ -361,13 +361,15 @@ def _generate_latent(opts: Options, meter: Meter, base: Path, adapter: Path, pro
     return list(outs)
 
 
-def _export(meter: Meter, adapter: Path, out: Path, mode: str) -> Path:
+def _export(meter: Meter, adapter: Path, out: Path, mode: str, dtype: str = "auto") -> Path:
+    """``lm-latent export``; ``dtype``: the generation dtype, so that the merged checkpoint is compared with
+    ``--model latent`` at the same precision (the default, the base's bf16, rounds an fp32 full fine-tune)."""
     from lm_latent.adapter.export import export
 
-    meter.start(f"[{mode}] export (merged checkpoint)")
+    meter.start(f"[{mode}] export (merged checkpoint) as {dtype}")
     if out.exists():
         shutil.rmtree(out)
-    path = export(adapter, out)
+    path = export(adapter, out, dtype=dtype)
     gc.collect()
     return Path(path)
 
@@ -438,7 +440,7 @@ def run_pipeline(opts: Options) -> dict:
             result["sizes"]["compressor"] = dir_size(adapter / "compressor")
             latent_outs = _generate_latent(opts, meter, base, adapter, prompts, mode)
             result["generations"][f"latent_{mode}"] = latent_outs
-            merged = _export(meter, adapter, opts.out / f"merged_{mode}", mode)
+            merged = _export(meter, adapter, opts.out / f"merged_{mode}", mode, opts.gen_dtype)
             result["sizes"][f"merged_{mode}"] = dir_size(merged)
             if opts.compare_backends:
                 meter.start(f"[{mode}] merged checkpoint: plain HF greedy generate")
