@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from lm_latent.demo.plan import DemoPlan, plan_record
+from lm_latent.utils.run_record import StageState
 
 STATE_FILE = "demo_state.json"
 
@@ -21,30 +22,19 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-class State:
+class State(StageState):
     """``OUT/demo_state.json``: plan, finished stages and their wall times."""
 
     def __init__(self, out: Path, plan: DemoPlan) -> None:
-        self.path = out / STATE_FILE
-        self.data = {"plan": plan_record(plan), "stages": {}}
-        if self.path.is_file():
-            old = json.loads(self.path.read_text(encoding="utf-8"))
-            if old.get("plan") != self.data["plan"]:
-                raise ValueError(f"{out} holds a demo run with another plan ({old.get('plan', {}).get('name')}); "
-                                 f"use another --out or pass --restart")
-            self.data = old
+        record = plan_record(plan)
 
-    def done(self, stage: str) -> bool:
-        return stage in self.data["stages"]
+        def refuse(old: dict) -> Exception | None:
+            if old.get("plan") == record:
+                return None
+            return ValueError(f"{out} holds a demo run with another plan ({old.get('plan', {}).get('name')}); "
+                              f"use another --out or pass --restart")
 
-    def finish(self, stage: str, seconds: float, **info) -> None:
-        self.data["stages"][stage] = {"seconds": round(seconds, 1), **info}
-        self.save()
-
-    def save(self) -> None:
-        from lm_latent.utils.fileio import write_json_atomic
-
-        write_json_atomic(self.path, self.data)
+        super().__init__(out / STATE_FILE, "plan", record, refuse)
 
 
 def demo_paths(out: Path) -> dict[str, Path]:

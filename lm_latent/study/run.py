@@ -28,7 +28,8 @@ from pathlib import Path
 from lm_latent.study.plan import data_file, launcher_argv, rates_per_group, sweep_argv, train_argv
 from lm_latent.study.recipe import Recipe
 from lm_latent.utils.children import run_logged
-from lm_latent.utils.fileio import exclusive_lock, hash_file, write_json_atomic
+from lm_latent.utils.fileio import exclusive_lock, hash_file
+from lm_latent.utils.run_record import StageState
 
 __all__ = ["StudyError", "run_study", "settings_record"]
 
@@ -94,29 +95,19 @@ def hardware() -> dict:
     return info
 
 
-class State:
+class State(StageState):
     """``study_state.json``: the settings record, each finished stage with its wall time, and the runs."""
 
     def __init__(self, out: Path, record: dict) -> None:
-        self.path = out / STATE
-        self.data: dict = {"settings": record, "stages": {}, "runs": []}
-        if self.path.is_file():
-            old = json.loads(self.path.read_text(encoding="utf-8"))
+        def refuse(old: dict) -> Exception | None:
             diff = settings_diff(old.get("settings", {}), record)
-            if diff:
-                raise StudyError(f"{out} holds a study made with other settings:\n  " + "\n  ".join(diff) +
-                                 "\nNothing was run. Use another --out, or --restart to discard that study.")
-            self.data = old
+            if not diff:
+                return None
+            return StudyError(f"{out} holds a study made with other settings:\n  " + "\n  ".join(diff) +
+                              "\nNothing was run. Use another --out, or --restart to discard that study.")
 
-    def done(self, stage: str) -> bool:
-        return stage in self.data["stages"]
-
-    def finish(self, stage: str, seconds: float, **info) -> None:
-        self.data["stages"][stage] = {"seconds": round(seconds, 1), **info}
-        self.save()
-
-    def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        super().__init__(out / STATE, "settings", record, refuse)
+        self.data.setdefault("runs", [])
 
 
 def say(text: str) -> None:

@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from lm_latent.utils.fileio import write_json_atomic
 
-__all__ = ["SettingsMismatch", "check_settings", "differing_keys", "read_settings", "same_settings",
+__all__ = ["SettingsMismatch", "StageState", "check_settings", "differing_keys", "read_settings", "same_settings",
            "settings_digest"]
 
 
@@ -69,3 +69,32 @@ def check_settings(path: str | os.PathLike, record: Mapping, *, what: str, remed
         raise SettingsMismatch(f"{what} with different settings (differs in {differing_keys(old, record)}). "
                                f"{remedy}")
     return True
+
+
+class StageState:
+    """A multi-stage job's progress file (the demo's, a study's): its settings, each finished stage's wall time.
+
+    ``refuse(old)`` looks at a progress file already there and returns the error to raise when it
+    belongs to other settings (None: resume it).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str, record: Mapping,
+                 refuse: Callable[[dict], Exception | None]) -> None:
+        self.path = Path(path)
+        self.data: dict = {key: dict(record), "stages": {}}
+        if self.path.is_file():
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+            error = refuse(old)
+            if error is not None:
+                raise error
+            self.data = old
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"]
+
+    def finish(self, stage: str, seconds: float, **info) -> None:
+        self.data["stages"][stage] = {"seconds": round(seconds, 1), **info}
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
