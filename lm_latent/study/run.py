@@ -156,7 +156,11 @@ def stage_data(recipe: Recipe, state: State, progress: bool) -> dict:
             say(f"data: {recipe.data} (split {recipe.train.split}) -> {path}")
             from lm_latent.study.data import download_rows
 
-            download_rows(recipe.data, recipe.train.split, path, progress=progress)
+            try:
+                download_rows(recipe.data, recipe.train.split, path, progress=progress)
+            except Exception as exc:  # the hub, the network, a gated or missing dataset: one line, then stop
+                raise StudyError(f"could not read the dataset {recipe.data} (split {recipe.train.split}): "
+                                 f"{type(exc).__name__}: {exc}") from exc
     digest = hash_file(path).hexdigest()
     recorded = state.data["stages"].get("data", {}).get("sha256")
     if recorded and recorded != digest:
@@ -171,7 +175,10 @@ def stage_base(recipe: Recipe) -> None:
     say(f"base: downloading {recipe.base} (original/* excluded)")
     from huggingface_hub import snapshot_download
 
-    snapshot_download(recipe.base, ignore_patterns=["original/*"])
+    try:
+        snapshot_download(recipe.base, ignore_patterns=["original/*"])
+    except Exception as exc:  # gated (accept the licence, hf auth login), offline, misspelt
+        raise StudyError(f"could not download the base {recipe.base}: {type(exc).__name__}: {exc}") from exc
 
 
 def adapter_done(recipe: Recipe, rate: int) -> bool:
@@ -253,12 +260,22 @@ def stage_adapters(recipe: Recipe, state: State, gpus: int, progress: bool) -> N
                 after(*future.result())
 
 
-def stage_sweep(recipe: Recipe) -> None:
+def stage_sweep(recipe: Recipe, gpus: int) -> None:
+    """``lm-latent sweep`` on the recipe's first ``gpus`` GPUs (its lm_eval children inherit the choice)."""
     from lm_latent.sweep.run import main as sweep_main
 
     argv = sweep_argv(recipe)
     say("sweep: lm-latent sweep " + shlex.join(argv))
-    code = sweep_main(argv)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_sets(gpus, gpus, before)[0]
+    try:
+        code = sweep_main(argv)
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
     if code != 0:
         raise StudyError(f"lm-latent sweep exited with {code} (logs in {Path(recipe.out) / 'results'}/rate<r>/"
                          f"lm_eval.log); rerun the study to retry the failed rates")
@@ -300,7 +317,7 @@ def run_study(recipe: Recipe, progress: bool = True, restart: bool = False) -> P
                 stage_adapters(recipe, state, gpus, progress)
                 state.finish("adapters", time.perf_counter() - start)
             elif stage == "sweep":
-                stage_sweep(recipe)
+                stage_sweep(recipe, gpus)
                 state.finish("sweep", time.perf_counter() - start)
             run["seconds"] = round(time.perf_counter() - total, 1)
             state.save()

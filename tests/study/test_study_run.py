@@ -104,3 +104,18 @@ def test_paper_recipe_runs_end_to_end_with_stand_ins(tmp_path):
     assert other.returncode == 1
     assert "holds a study made with other settings" in other.stderr
     assert "train.finetune.learning_rate: 1e-05 -> 2e-05" in other.stderr and "Nothing was run" in other.stderr
+
+
+def test_a_dataset_the_hub_cannot_give_stops_the_study_in_one_line(tmp_path, monkeypatch, capsys):
+    """Offline (as here), the paper recipe's data stage names the dataset and the hub's reason, then stops."""
+    from lm_latent.study import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SystemExit) as info:
+        main([PAPER, "--out", str(tmp_path / "study"), "--no-progress"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: could not read the dataset meta-math/MetaMathQA (split train)" in err
+    assert not (tmp_path / "study" / "data" / "train.jsonl").exists()
