@@ -394,12 +394,15 @@ def _generate_merged(merged: Path, prompts: list[str], new_tokens: int, dtype: s
     return outs
 
 
-def _generate_vllm(merged: Path, prompts: list[str], new_tokens: int) -> list[str] | None:
+def _generate_vllm(merged: Path, prompts: list[str], new_tokens: int, dtype: str = "auto") -> list[str] | None:
+    """vLLM's greedy outputs in ``dtype``: its "auto" downcasts an fp32 checkpoint to bf16 (it logs "Downcasting")."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
         return None
-    llm = LLM(model=str(merged), dtype="auto", enforce_eager=True, gpu_memory_utilization=0.5)
+    # max_model_len: the config's 131,072 positions would need a 3 GiB KV cache for one request (refused on a
+    # CPU with VLLM_CPU_KVCACHE_SPACE=1); these prompts are a few hundred tokens
+    llm = LLM(model=str(merged), dtype=dtype, enforce_eager=True, gpu_memory_utilization=0.5, max_model_len=2048)
     res = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=new_tokens, skip_special_tokens=False))
     return [r.outputs[0].text for r in res]
 
@@ -448,7 +451,7 @@ def run_pipeline(opts: Options) -> dict:
                 result["generations"][f"merged_{mode}"] = ref
                 result["checks"][f"latent == merged ({mode})"] = [str(a) for a in latent_outs] == ref
                 meter.start(f"[{mode}] vLLM greedy generate (if installed)")
-                vl = _generate_vllm(merged, prompts, opts.new_tokens)
+                vl = _generate_vllm(merged, prompts, opts.new_tokens, opts.gen_dtype)
                 if vl is not None:
                     result["generations"][f"vllm_{mode}"] = vl
                     result["checks"][f"vllm == merged ({mode})"] = vl == ref
@@ -464,6 +467,14 @@ def run_pipeline(opts: Options) -> dict:
         print(f"size {name}: {size / 1024 ** 2:,.1f} MiB")
     for name, ok in result["checks"].items():
         print(f"check {name}: {ok}")
+    gens = result["generations"]
+    for key in sorted(gens):  # where outputs differ, how far they agree (random weights have near-tied logits)
+        ref = gens.get(f"merged_{key.rsplit('_', 1)[-1]}")
+        if ref is None or key.startswith("merged_") or [str(g) for g in gens[key]] == ref:
+            continue
+        for i, (a, b) in enumerate(zip([str(g) for g in gens[key]], ref)):
+            same = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            print(f"  {key} vs merged, prompt {i}: first {same} characters equal: {a[:60]!r} | {b[:60]!r}")
     print(f"data: {result['data']['rows']} rows from {result['data']['source']}")
     return result
 
