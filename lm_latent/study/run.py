@@ -281,6 +281,22 @@ def stage_sweep(recipe: Recipe, gpus: int) -> None:
                          f"lm_eval.log); rerun the study to retry the failed rates")
 
 
+def wall_estimates(recipe: Recipe) -> dict[str, float]:
+    """Hours of wall time per driver stage on the recipe's GPUs, from the plan's estimates (FLOP counts, not
+    measurements); empty when the base's architecture is unknown."""
+    from lm_latent.study.plan import build_plan
+
+    hours: dict[str, float] = {}
+    for stage in build_plan(recipe):
+        if stage.gpu_hours is None:
+            return {}
+        gpus = stage.gpus or recipe.world_size
+        key = "adapters" if stage.name.startswith(("adapter", "compressor")) else stage.name
+        concurrent = recipe.world_size // gpus if key == "adapters" else 1
+        hours[key] = hours.get(key, 0.0) + stage.gpu_hours / gpus / concurrent
+    return hours
+
+
 def run_study(recipe: Recipe, progress: bool = True, restart: bool = False) -> Path:
     """Run every unfinished stage of ``recipe`` into ``recipe.out``; returns the report's path."""
     import shutil
@@ -300,11 +316,14 @@ def run_study(recipe: Recipe, progress: bool = True, restart: bool = False) -> P
         state.save()
         total = time.perf_counter()
         stages = ["data", "base", "adapters", "sweep", "report"]
+        estimates = wall_estimates(recipe) if gpus else {}  # the FLOP-count estimates are for GPUs
         for i, stage in enumerate(stages, 1):
             if state.done(stage) and stage not in ("data", "report"):  # data: its hash is checked every run
                 say(f"stage {i}/{len(stages)} {stage}: done earlier, skipped")
                 continue
-            say(f"stage {i}/{len(stages)} {stage} ...")
+            hours = estimates.get(stage)
+            say(f"stage {i}/{len(stages)} {stage} ..." + (f" (estimate from FLOP counts: ~{hours:.1f} h on "
+                                                           f"{recipe.gpus} GPU(s))" if hours else ""))
             start = time.perf_counter()
             if stage == "data":
                 seconds = state.data["stages"].get("data", {}).get("seconds")

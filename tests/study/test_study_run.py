@@ -119,3 +119,17 @@ def test_a_dataset_the_hub_cannot_give_stops_the_study_in_one_line(tmp_path, mon
     err = capsys.readouterr().err
     assert "error: could not read the dataset meta-math/MetaMathQA (split train)" in err
     assert not (tmp_path / "study" / "data" / "train.jsonl").exists()
+
+
+def test_wall_estimates_follow_the_plan_per_driver_stage():
+    from lm_latent.study.plan import build_plan
+    from lm_latent.study.run import wall_estimates
+
+    recipe = load_recipe(PAPER, ["gpus=8"])
+    plan = {s.name: s.gpu_hours for s in build_plan(recipe)}
+    hours = wall_estimates(recipe)
+    adapters = sum(h for name, h in plan.items() if "adapter" in name)
+    assert hours["adapters"] == pytest.approx(adapters / 8)
+    assert hours["sweep"] == pytest.approx(plan["sweep"] / 8)
+    split = wall_estimates(load_recipe(PAPER, ["gpus=8", "gpus_per_rate=2"]))  # 4 rates at once on 2 GPUs each
+    assert split["adapters"] == pytest.approx(adapters / 2 / 4)
