@@ -4,8 +4,8 @@ Each stage runs the command the plan prints (``lm-latent study RECIPE --dry-run`
 study does can always be redone by hand. The output folder is bound to the recipe's settings
 (``study_state.json``): finished stages are skipped on a rerun, and a rerun with another recipe
 or other overrides is refused with the differences before anything runs. The number of GPUs is
-not a setting: global batch sizes make the result the same on 1 or 8 GPUs, so a study may be
-resumed on another machine.
+not a setting when the recipe gives a global batch size (the result is then the same on 1 or 8
+GPUs, so a study may be resumed on another machine); with a per-device batch it is.
 
 GPUs: each rate trains through ``accelerate launch`` on all of the node's GPUs, or, with
 ``gpus_per_rate``, several rates at once on disjoint sets (``CUDA_VISIBLE_DEVICES``); the sweep
@@ -47,8 +47,10 @@ class StudyError(RuntimeError):
 def settings_record(recipe: Recipe) -> dict:
     """What a study's numbers depend on: the recipe's name and every training and evaluation setting."""
     train = {k: v for k, v in asdict(recipe.train).items() if k not in _RUN_ONLY}
-    record = {"recipe": recipe.name, "base": recipe.base, "data": recipe.data, "rates": list(recipe.rates),
-              "train": train, "eval": asdict(recipe.eval)}
+    record: dict[str, object] = {"recipe": recipe.name, "base": recipe.base, "data": recipe.data,
+                                 "rates": list(recipe.rates), "train": train, "eval": asdict(recipe.eval)}
+    if recipe.train.finetune.global_batch_size is None:  # a per-device batch: the process count sets the batch
+        record["train_processes"] = recipe.train_world_size
     return json.loads(json.dumps(record))  # tuples as lists: equal to the record read back
 
 

@@ -133,3 +133,9 @@ def test_wall_estimates_follow_the_plan_per_driver_stage():
     assert hours["sweep"] == pytest.approx(plan["sweep"] / 8)
     split = wall_estimates(load_recipe(PAPER, ["gpus=8", "gpus_per_rate=2"]))  # 4 rates at once on 2 GPUs each
     assert split["adapters"] == pytest.approx(adapters / 2 / 4)
+
+
+def test_the_gpu_count_is_a_setting_only_without_a_global_batch():
+    per_device = "train.finetune.global_batch_size=null"
+    assert settings_diff(settings_record(load_recipe(PAPER, [per_device])),
+                         settings_record(load_recipe(PAPER, [per_device, "gpus=8"]))) == ["train_processes: 1 -> 8"]
