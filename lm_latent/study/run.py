@@ -317,6 +317,9 @@ def run_study(recipe: Recipe, progress: bool = True, restart: bool = False) -> P
         state.data["runs"].append(run)
         state.save()
         total = time.perf_counter()
+        runners = {"base": lambda: stage_base(recipe),
+                   "adapters": lambda: stage_adapters(recipe, state, gpus, progress),
+                   "sweep": lambda: stage_sweep(recipe, gpus)}
         stages = ["data", "base", "adapters", "sweep", "report"]
         estimates = wall_estimates(recipe) if gpus else {}  # the FLOP-count estimates are for GPUs
         for i, stage in enumerate(stages, 1):
@@ -327,24 +330,17 @@ def run_study(recipe: Recipe, progress: bool = True, restart: bool = False) -> P
             say(f"stage {i}/{len(stages)} {stage} ..." + (f" (estimate from FLOP counts: ~{hours:.1f} h on "
                                                            f"{recipe.gpus} GPU(s))" if hours else ""))
             start = time.perf_counter()
+            run["seconds"] = round(start - total, 1)  # the report shows this run's time so far
             if stage == "data":
-                seconds = state.data["stages"].get("data", {}).get("seconds")
+                first = state.data["stages"].get("data", {}).get("seconds")  # a rerun keeps the download's time
                 info = stage_data(recipe, state, progress)
-                state.finish("data", time.perf_counter() - start if seconds is None else seconds, **info)
-            elif stage == "base":
-                stage_base(recipe)
-                state.finish("base", time.perf_counter() - start)
-            elif stage == "adapters":
-                stage_adapters(recipe, state, gpus, progress)
-                state.finish("adapters", time.perf_counter() - start)
-            elif stage == "sweep":
-                stage_sweep(recipe, gpus)
-                state.finish("sweep", time.perf_counter() - start)
-            run["seconds"] = round(time.perf_counter() - total, 1)
-            state.save()
-            if stage == "report":
+                state.finish("data", time.perf_counter() - start if first is None else first, **info)
+            elif stage == "report":
                 report = write_report(recipe, state.data)
                 state.finish("report", time.perf_counter() - start)
+            else:
+                runners[stage]()
+                state.finish(stage, time.perf_counter() - start)
             say(f"stage {i}/{len(stages)} {stage}: finished in {time.perf_counter() - start:.0f} s")
         run["seconds"] = round(time.perf_counter() - total, 1)
         state.save()
