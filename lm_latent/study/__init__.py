@@ -22,6 +22,7 @@ from lm_latent.study.recipe import Recipe, RecipeError, load_recipe, shipped_rec
 
 __all__ = ["Recipe", "RecipeError", "load_recipe", "main", "shipped_recipes"]
 
+
 def _demo_plan_text(recipe: Recipe) -> str:
     from pathlib import Path
 
