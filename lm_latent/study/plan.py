@@ -129,7 +129,7 @@ def data_file(recipe: Recipe) -> Path | None:
     return Path(recipe.out) / "data" / f"{recipe.train.split}.jsonl"
 
 
-def rates_per_group(recipe: Recipe) -> int:
+def gpus_for_each_rate(recipe: Recipe) -> int:
     """GPUs each rate trains on: all of them, or ``gpus_per_rate`` (several rates at once on disjoint sets)."""
     return min(recipe.gpus_per_rate or recipe.gpus, recipe.gpus) if recipe.nodes == 1 else recipe.gpus
 
@@ -195,7 +195,7 @@ def stage_commands(recipe: Recipe) -> list[tuple[str, list[str]]]:
     if not Path(recipe.base).expanduser().exists():
         base_cmds.append(_q(["hf", "download", recipe.base, "--exclude", "original/*"]))
     stages.append(("base", base_cmds))
-    per_rate = rates_per_group(recipe)
+    per_rate = gpus_for_each_rate(recipe)
     launcher = launcher_argv(per_rate, recipe.nodes)
     for rate in recipe.rates:
         train = ["lm-latent", "train"] if not launcher else [*launcher, "-m", "lm_latent.training.train"]

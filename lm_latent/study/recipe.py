@@ -91,9 +91,9 @@ class Recipe:
     @property
     def train_world_size(self) -> int:
         """Processes each rate trains on."""
-        from lm_latent.study.plan import rates_per_group
+        from lm_latent.study.plan import gpus_for_each_rate
 
-        return rates_per_group(self) * self.nodes
+        return gpus_for_each_rate(self) * self.nodes
 
     @property
     def world_size(self) -> int:

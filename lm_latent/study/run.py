@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lm_latent.study.plan import data_file, launcher_argv, rates_per_group, sweep_argv, train_argv
+from lm_latent.study.plan import data_file, launcher_argv, gpus_for_each_rate, sweep_argv, train_argv
 from lm_latent.study.recipe import Recipe
 from lm_latent.utils.children import run_logged
 from lm_latent.utils.fileio import exclusive_lock, hash_file
@@ -190,7 +190,7 @@ def adapter_done(recipe: Recipe, rate: int) -> bool:
 
 
 def train_command(recipe: Recipe, rate: int, gpus: int, slot: int, progress: bool) -> list[str]:
-    processes = rates_per_group(recipe) if gpus else 1
+    processes = gpus_for_each_rate(recipe) if gpus else 1
     launch = launcher_argv(processes, port=29500 + slot if processes > 1 else None)
     argv = train_argv(recipe, rate) + ([] if progress else ["--no-progress"])
     if launch:
@@ -215,7 +215,7 @@ def stage_adapters(recipe: Recipe, state: State, gpus: int, progress: bool) -> N
     for rate in recipe.rates:
         if rate not in todo:
             say(f"adapter rate {rate}: trained earlier, skipped")
-    sets = gpu_sets(gpus, rates_per_group(recipe), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    sets = gpu_sets(gpus, gpus_for_each_rate(recipe), os.environ.get("CUDA_VISIBLE_DEVICES"))
     slots = len(sets)
     logs = Path(recipe.out) / "logs"
     times: list[float] = []
