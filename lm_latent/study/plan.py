@@ -88,6 +88,16 @@ class Stage:
     notes: list[str] = field(default_factory=list)
     gpus: int | None = None  # GPUs the stage runs on (None: all of the recipe's)
 
+    @property
+    def trains_a_rate(self) -> bool:
+        return self.name.startswith(("adapter", "compressor"))
+
+    def wall_hours(self, world_size: int) -> float:
+        """Estimated wall time on ``world_size`` GPUs: rates on fewer GPUs each train several at once."""
+        gpus = self.gpus or world_size
+        concurrent = world_size // gpus if self.trains_a_rate else 1
+        return (self.gpu_hours or 0.0) / gpus / concurrent
+
 
 def _q(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
@@ -341,8 +351,7 @@ def render_plan(recipe: Recipe, stages: list[Stage]) -> str:
             lines.append(f"  estimate: {_num(stage.gpu_hours, 'GPU-hours')}{wall}; {memory}"
                          f"disk {_num(stage.disk_gb, 'GB')}{scratch_text}")
             total_hours += stage.gpu_hours or 0.0
-            concurrent = recipe.world_size // gpus if stage.name.startswith(("adapter", "compressor")) else 1
-            total_wall += (stage.gpu_hours or 0.0) / gpus / concurrent
+            total_wall += stage.wall_hours(recipe.world_size)
             total_disk += stage.disk_gb or 0.0
             scratch = max(scratch, stage.scratch_gb)
         lines += [f"    ({note})" for note in stage.notes if note]

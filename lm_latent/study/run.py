@@ -292,10 +292,8 @@ def wall_estimates(recipe: Recipe) -> dict[str, float]:
     for stage in build_plan(recipe):
         if stage.gpu_hours is None:
             return {}
-        gpus = stage.gpus or recipe.world_size
-        key = "adapters" if stage.name.startswith(("adapter", "compressor")) else stage.name
-        concurrent = recipe.world_size // gpus if key == "adapters" else 1
-        hours[key] = hours.get(key, 0.0) + stage.gpu_hours / gpus / concurrent
+        key = "adapters" if stage.trains_a_rate else stage.name
+        hours[key] = hours.get(key, 0.0) + stage.wall_hours(recipe.world_size)
     return hours
 
 
