@@ -193,7 +193,7 @@ def settings_diff(old: dict | None, new: dict) -> list[str]:
 
 def run_rate(rate: int, tasks: str, model_args: str, out: Path, extra: list[str],
              model: str = DEFAULT_MODEL, processes: int = 1) -> tuple[bool, str]:
-    """One lm_eval run, streamed line by line to the console and to ``out/lm_eval.log``.
+    """One lm_eval run, its output streamed as it comes to the console and to ``out/lm_eval.log``.
 
     ``processes`` > 1: lm-eval's data parallelism, one process per GPU through ``accelerate launch``
     (``--model latent`` uses the launcher's ranks; the results equal one process's).
